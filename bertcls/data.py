@@ -1,0 +1,427 @@
+"""Load the raw splits and turn them into `text`, `text_pair` and `label` columns, plus a validation split.
+
+Files are read through `datasets.load_dataset`; csv/tsv/txt columns are read as strings so that a text of
+digits stays a text and every chunk of a large file has the same schema. Every row that cannot be used is
+reported by its line number; under --drop_invalid_rows it is dropped and counted instead.
+"""
+
+import codecs
+import csv
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import datasets
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from .errors import UserError
+from .labels import LabelSpace, canonical_label
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FILE_ARGS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+SUPPORTED = ".csv, .tsv, .txt, .json, .jsonl or .parquet"
+SNIFF_BYTES = 1 << 16
+ROWS_SHOWN = 5
+
+
+@dataclass
+class Source:
+    """Where a split's rows come from, so messages can point at them."""
+
+    name: str
+    first_line: int | None = None  # file line number of data row 0; None where rows are not lines
+
+    def rows(self, indices: list[int]) -> str:
+        """`train.tsv lines 5, 9` (or `rows` where rows are not lines), the first few of `indices`."""
+        offset, unit = (self.first_line, "line") if self.first_line else (1, "row")
+        shown = ", ".join(str(i + offset) for i in indices[:ROWS_SHOWN])
+        more = f" and {len(indices) - ROWS_SHOWN} more" if len(indices) > ROWS_SHOWN else ""
+        return f"{self.name} {unit}{'s' if len(indices) > 1 else ''} {shown}{more}"
+
+
+@dataclass
+class TaskData:
+    """The standardized splits and what the model needs to know about them."""
+
+    splits: DatasetDict  # columns: text, [text_pair], [label as ClassLabel]
+    labels: LabelSpace
+    is_pair: bool
+    raw_test: Dataset | None = None  # test rows with the user's own columns, for predictions.csv
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading files
+
+
+def read_file(path: str, data_args, cache_dir: str | None = None) -> tuple[Dataset, Source]:
+    """Read one data file into a Dataset with the file's own columns."""
+    if not os.path.isfile(path):
+        raise UserError(
+            f"data file not found: {path}", fix="check the path (relative paths start in the current folder)"
+        )
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (*DELIMITERS, ".json", ".jsonl", ".parquet"):
+        raise UserError(f"{path}: unsupported file type {ext or '(none)'!r}", fix=f"use {SUPPORTED}")
+    if ext == ".parquet":
+        return _load(path, "parquet", {}, cache_dir), Source(path)
+    encoding, sample = sniff_encoding(path, data_args.encoding)
+    if not sample.strip():
+        raise UserError(f"data file is empty: {path}", fix="point to the file that holds the data")
+    if ext in (".json", ".jsonl"):
+        ds = _load(path, "json", {"encoding": encoding}, cache_dir)
+        first_line = 1 if (ext == ".jsonl" or sample.lstrip()[:1] == "{") else None
+        return _non_empty(ds, path), Source(path, first_line)
+    return read_delimited(path, ext, encoding, sample, data_args, cache_dir)
+
+
+def sniff_encoding(path: str, encoding: str) -> tuple[str, str]:
+    """Decode the start of the file; a failure names the encoding that would work (GBK files are common)."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    try:
+        sample = codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+    except LookupError:
+        raise UserError(
+            f"unknown --encoding {encoding!r}", fix="use a Python codec name such as utf-8, gbk, gb18030"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise _encoding_error(path, encoding, head, e) from None
+    if encoding.replace("_", "-").lower() in ("utf-8", "utf8") and head.startswith(codecs.BOM_UTF8):
+        # Excel writes a byte-order mark that would otherwise end up in the first column's name.
+        return "utf-8-sig", sample.lstrip("\ufeff")
+    return encoding, sample
+
+
+def _encoding_error(path: str, encoding: str, head: bytes, error: UnicodeDecodeError) -> UserError:
+    for candidate in ("gbk", "gb18030", "big5"):
+        try:
+            codecs.getincrementaldecoder(candidate)().decode(head, final=False)
+        except UnicodeDecodeError:
+            continue
+        return UserError(
+            f"{path} is not valid {encoding} (byte {head[error.start]:#x} at offset {error.start}); it decodes as {candidate}",
+            fix=f"add --encoding {candidate}",
+        )
+    return UserError(
+        f"{path} is not valid {encoding}: {error.reason} at byte offset {error.start}",
+        fix="convert it to UTF-8 or pass --encoding",
+    )
+
+
+def read_delimited(path, ext, encoding, sample, data_args, cache_dir) -> tuple[Dataset, Source]:
+    """csv / tsv / txt. tsv and txt are read with quoting off: Chinese review texts contain `"`."""
+    delimiter = DELIMITERS[ext]
+    first_line = sample.splitlines()[0]
+    header = next(
+        csv.reader(
+            [first_line], delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        )
+    )
+    names = data_args.column_names
+    if names:
+        has_header = header == names
+    elif ext == ".txt":
+        has_header = data_args.text_column in header and data_args.label_column in header
+        if not has_header:
+            if len(header) != 2:
+                raise UserError(
+                    f"{path}: a header-less .txt file is read as `label<TAB>text`, but line 1 has {len(header)} fields",
+                    fix="name the columns with --column_names (e.g. --column_names text label)",
+                )
+            names = ["label", "text"]
+    else:
+        has_header = True
+    columns = header if has_header else names
+    other = {",": "\t", "\t": ","}[delimiter]
+    if len(columns) == 1 and other in first_line:
+        found = "commas" if other == "," else "tabs"
+        raise UserError(
+            f"{path}: found one column {columns[0]!r}: the file looks separated by {found}, not {delimiter!r}",
+            fix=f"rename it to {'.csv' if other == ',' else '.tsv'} (the extension chooses the delimiter)",
+        )
+    if len(set(columns)) != len(columns):
+        raise UserError(f"{path}: duplicate column names in {columns}", fix="give every column its own name")
+    options = {
+        "sep": delimiter,
+        "encoding": encoding,
+        "features": Features({c: Value("string") for c in columns}),
+        # Only truly empty fields are missing: a text like "NA" or "null" stays a text.
+        "keep_default_na": False,
+        "na_values": [""],
+        # pandas drops blank lines by default: rows would vanish silently and line numbers would drift.
+        "skip_blank_lines": False,
+    }
+    if delimiter == "\t":
+        options["quoting"] = csv.QUOTE_NONE
+    if not has_header:
+        options.update(header=None, column_names=names)
+    ds = _load(path, "csv", options, cache_dir)
+    return _non_empty(ds, path, header_only=has_header), Source(path, first_line=2 if has_header else 1)
+
+
+def _load(path: str, builder: str, options: dict, cache_dir) -> Dataset:
+    try:
+        return datasets.load_dataset(
+            builder, data_files={"train": path}, split="train", cache_dir=cache_dir, **options
+        )
+    except Exception as e:  # datasets wraps the reader's error; unwrap it to say what is wrong with the file
+        cause = e
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        if "corresponds to no data" in str(cause):
+            header = (
+                " has a header line but no data rows"
+                if builder == "csv" and not options.get("column_names")
+                else " has no data rows"
+            )
+            raise UserError(f"{path}{header}", fix="point to the file that holds the data") from None
+        if isinstance(cause, UnicodeDecodeError):
+            raise UserError(
+                f"{path} is not valid {options.get('encoding', 'utf-8')} further into the file: {cause}",
+                fix="pass the file's real encoding with --encoding (e.g. gbk) or convert it to UTF-8",
+            ) from None
+        raise UserError(
+            f"could not read {path}: {type(cause).__name__}: {cause}", fix="check the file's format"
+        ) from None
+
+
+def _non_empty(ds: Dataset, path: str, header_only: bool = False) -> Dataset:
+    if len(ds) == 0:
+        what = "has a header line but no data rows" if header_only else "has no data rows"
+        raise UserError(f"{path} {what}", fix="point to the file that holds the data")
+    return ds
+
+
+def read_hub_dataset(data_args, cache_dir) -> dict[str, Dataset]:
+    """A Hub dataset id, or a local folder written by `save_to_disk` or loadable by `load_dataset`."""
+    name = data_args.dataset_name
+    try:
+        if os.path.isfile(os.path.join(name, "dataset_dict.json")):
+            loaded = datasets.load_from_disk(name)
+        else:
+            loaded = datasets.load_dataset(name, data_args.dataset_config_name, cache_dir=cache_dir)
+    except Exception as e:
+        raise UserError(
+            f"could not load dataset {name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+            fix="check the name; without network access use local files (--train_file ...)",
+        ) from None
+    renames = {"dev": "validation", "valid": "validation"}
+    return {renames.get(split, split): ds for split, ds in loaded.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# From the user's columns to text / text_pair / label
+
+
+def check_columns(ds: Dataset, source: Source, data_args, need_label: bool) -> None:
+    """Every named column must exist; the message lists the columns that do."""
+    wanted = {"text_column": data_args.text_column}
+    if data_args.text_pair_column:
+        wanted["text_pair_column"] = data_args.text_pair_column
+    if need_label:
+        wanted["label_column"] = data_args.label_column
+    for flag, column in wanted.items():
+        if column not in ds.column_names:
+            raise UserError(
+                f"{source.name}: no column {column!r} (--{flag}); its columns are {ds.column_names}",
+                fix=f"pass --{flag} with one of those names"
+                + ("" if source.first_line != 1 else ", or name header-less columns with --column_names"),
+            )
+
+
+def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | None, split: str) -> tuple[Dataset, int]:
+    """Map the user's columns to text/[text_pair]/[label]; report or drop unusable rows.
+
+    Returns the dataset and the number of rows dropped. Test rows are never dropped (predictions.csv holds one
+    row per input row), so problems there are always errors.
+    """
+    text_col, pair_col, label_col = data_args.text_column, data_args.text_pair_column, data_args.label_column
+    with_label = labels is not None and label_col in ds.column_names
+    if with_label and split == "test" and all(canonical_label(v) is None for v in ds[label_col]):
+        with_label = False  # an empty label column in a test file means "unlabelled"
+    label2id = labels.label2id if labels else {}
+
+    def convert(batch, indices):
+        out = {"text": [], "_problem": [], "_row": indices}
+        if pair_col:
+            out["text_pair"] = []
+        if with_label:
+            out["label"] = []
+        for i in range(len(indices)):
+            problem = None
+            text = _as_text(batch[text_col][i])
+            if text is None:
+                problem = f"empty text in column {text_col!r}"
+            out["text"].append(text or "")
+            if pair_col:
+                pair = _as_text(batch[pair_col][i])
+                if pair is None and problem is None:
+                    problem = f"empty text in column {pair_col!r}"
+                out["text_pair"].append(pair or "")
+            if with_label:
+                name = canonical_label(batch[label_col][i])
+                if name is None:
+                    problem = problem or f"missing label in column {label_col!r}"
+                elif name not in label2id:
+                    problem = f"unknown label {name!r}"
+                out["label"].append(label2id.get(name, 0))
+            out["_problem"].append(problem)
+        return out
+
+    features = {"text": Value("string"), "_problem": Value("string"), "_row": Value("int64")}
+    if pair_col:
+        features["text_pair"] = Value("string")
+    if with_label:
+        features["label"] = ClassLabel(names=list(labels.names))
+    converted = ds.map(
+        convert,
+        batched=True,
+        with_indices=True,
+        remove_columns=ds.column_names,
+        features=Features(features),
+        desc=f"Checking {split} rows",
+    )
+    bad = converted.filter(lambda p: [x is not None for x in p], batched=True, input_columns="_problem")
+    dropped = 0
+    if len(bad):
+        by_problem = defaultdict(list)
+        for problem, row in zip(bad["_problem"], bad["_row"]):
+            by_problem[problem].append(row)
+        unknown = {p: rows for p, rows in by_problem.items() if p.startswith("unknown label")}
+        droppable = not unknown and data_args.drop_invalid_rows and split != "test"
+        if not droppable:
+            raise UserError(_describe_problems(by_problem, source), fix=_problem_fix(unknown, split, data_args))
+        converted = converted.filter(lambda p: [x is None for x in p], batched=True, input_columns="_problem")
+        dropped = len(bad)
+        logger.warning(
+            "%s: dropped %d rows (--drop_invalid_rows): %s", split, dropped, _describe_problems(by_problem, source)
+        )
+    return converted.remove_columns(["_problem", "_row"]), dropped
+
+
+def _as_text(value) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text if text.strip() else None
+
+
+def _describe_problems(by_problem: dict, source: Source) -> str:
+    return "; ".join(
+        f"{problem} in {len(rows)} row{'s' * (len(rows) > 1)} ({source.rows(rows)})"
+        for problem, rows in by_problem.items()
+    )
+
+
+def _problem_fix(unknown: dict, split: str, data_args) -> str:
+    if unknown:
+        return "fix those rows, or list every label with --label_names if the model should know labels train lacks"
+    if split == "test":
+        return (
+            "fill or remove those test rows (test rows are never dropped: predictions.csv has one row per input row)"
+        )
+    return "fix those rows, or pass --drop_invalid_rows to drop them (the count is logged)"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The whole task
+
+
+def load_task_data(
+    data_args, seed: int, known_labels: list[str] | None = None, cache_dir: str | None = None
+) -> TaskData:
+    """Read every split, build the label space from train, standardize, and hold out a validation split."""
+    raw, sources = {}, {}
+    if data_args.dataset_name:
+        for split, ds in read_hub_dataset(data_args, cache_dir).items():
+            if split in SPLIT_FILE_ARGS:
+                raw[split], sources[split] = (
+                    _names_from_class_label(ds, data_args.label_column),
+                    Source(f"{data_args.dataset_name}[{split}]"),
+                )
+    for split, arg in SPLIT_FILE_ARGS.items():
+        path = getattr(data_args, arg)
+        if path:
+            raw[split], sources[split] = read_file(path, data_args, cache_dir)
+    if not raw:
+        raise UserError(
+            "no data given", fix="pass --train_file (and --validation_file / --test_file) or --dataset_name"
+        )
+    for split, ds in raw.items():
+        check_columns(ds, sources[split], data_args, need_label=split != "test")
+
+    if "train" in raw:
+        labels = LabelSpace.from_train(
+            raw["train"][data_args.label_column], data_args.label_names, sources["train"].name
+        )
+    elif data_args.label_names or known_labels:
+        labels = LabelSpace(tuple(data_args.label_names or known_labels))
+    else:
+        raise UserError(
+            "no training data to learn the labels from", fix="pass --train_file, or --label_names for evaluation only"
+        )
+
+    splits, dropped = {}, {}
+    for split, ds in raw.items():
+        splits[split], dropped[split] = standardize(ds, sources[split], data_args, labels, split)
+        logger.info(
+            "%s: %d rows from %s%s",
+            split,
+            len(splits[split]),
+            sources[split].name,
+            f" ({dropped[split]} dropped)" if dropped[split] else "",
+        )
+
+    if "validation" not in splits and "train" in splits and data_args.validation_split_percentage > 0:
+        splits["train"], splits["validation"] = hold_out_validation(
+            splits["train"], data_args.validation_split_percentage, seed
+        )
+
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
+    splits = {s: first_rows(ds, limits[s]) for s, ds in splits.items()}
+    raw_test = first_rows(raw["test"], limits["test"]) if "test" in raw else None
+    return TaskData(DatasetDict(splits), labels, bool(data_args.text_pair_column), raw_test, dropped)
+
+
+def _names_from_class_label(ds: Dataset, label_column: str) -> Dataset:
+    """Hub datasets store labels as ClassLabel ids; use their names so messages and predictions show names."""
+    feature = ds.features.get(label_column)
+    if isinstance(feature, ClassLabel):
+        ds = ds.cast_column(label_column, Value("int64"))
+        ds = ds.map(
+            lambda v: {label_column: [feature.int2str(x) if x is not None and x >= 0 else None for x in v]},
+            batched=True,
+            input_columns=label_column,
+            features=Features({**ds.features, label_column: Value("string")}),
+        )
+    return ds
+
+
+def hold_out_validation(train: Dataset, percentage: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Stratified by label and seeded; falls back to a plain random split (with a warning) when a class is too rare."""
+    test_size = percentage / 100
+    try:
+        parts = train.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
+    except ValueError as e:
+        logger.warning("validation split is not stratified (%s); holding out a random %.1f%% instead", e, percentage)
+        parts = train.train_test_split(test_size=test_size, seed=seed)
+    logger.info(
+        "no validation data given: held out %d of %d train rows (%.1f%%, stratified, seed %d)",
+        len(parts["test"]),
+        len(train),
+        percentage,
+        seed,
+    )
+    return parts["train"], parts["test"]
+
+
+def first_rows(ds: Dataset, limit: int | None) -> Dataset:
+    return ds.select(range(min(limit, len(ds)))) if limit is not None else ds

@@ -1,0 +1,255 @@
+"""Everything a run writes besides the model: results, predictions, reports, plots, model card.
+
+Every file is written to a temporary name and renamed into place, so a crash never leaves a truncated
+predictions.csv or results json that a later reader could take for a result.
+"""
+
+import glob
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+from transformers.trainer_utils import get_last_checkpoint
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+RUN_FILES = (
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
+    "test_results.json",
+    "predictions.csv",
+    "classification_report.txt",
+    "recipe.json",
+    "README.md",
+    "learning_curve.png",
+    "confusion_matrix_validation.png",
+    "confusion_matrix_test.png",
+)
+MODEL_FILES = (
+    "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "training_args.bin",
+)
+FINISHED_MARKER = "all_results.json"  # written last, so its presence means the run finished
+
+
+@contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path next to `path`; rename it onto `path` only when the block succeeds."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_json(path: str, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def prepare_output_dir(args) -> str | None:
+    """Refuse to mix a new run into an old one; return the checkpoint to resume from (or None).
+
+    `--resume_from_checkpoint auto` picks the last checkpoint in output_dir (or starts fresh when there is none).
+    """
+    out = args.output_dir
+    if not out:
+        raise UserError("no --output_dir given", fix="pass --output_dir (or set output_dir in the recipe)")
+    last = get_last_checkpoint(out) if os.path.isdir(out) else None
+    resume = args.resume_from_checkpoint
+    if resume == "auto":
+        resume = last
+        logger.info("resuming from %s", last) if last else logger.info("no checkpoint in %s yet: starting fresh", out)
+    elif resume and not os.path.isdir(resume):
+        raise UserError(
+            f"checkpoint folder not found: {resume}",
+            fix="pass a checkpoint-N folder, or `auto` for the last one in output_dir",
+        )
+    finished = os.path.exists(os.path.join(out, FINISHED_MARKER))
+    if args.overwrite_output_dir:
+        if resume:
+            raise UserError(
+                "--overwrite_output_dir and --resume_from_checkpoint contradict each other", fix="pass one of them"
+            )
+        if args.process_index == 0 and os.path.isdir(out):
+            clear_run(out)
+    elif finished and not resume:
+        raise UserError(
+            f"{out} already holds a finished run ({FINISHED_MARKER})",
+            fix="pass --overwrite_output_dir to replace it, or choose another --output_dir",
+        )
+    elif last and not resume and args.do_train:
+        raise UserError(
+            f"{out} holds checkpoints of an unfinished run (last: {os.path.basename(last)})",
+            fix="pass --resume_from_checkpoint auto to continue it, or --overwrite_output_dir to start over",
+        )
+    elif finished and args.process_index == 0:
+        os.remove(os.path.join(out, FINISHED_MARKER))  # a resumed run is unfinished until it writes its own
+    return resume
+
+
+def clear_run(out: str) -> None:
+    """Remove what an earlier run wrote: its files, checkpoints and model, nothing else in the folder."""
+    for name in RUN_FILES + MODEL_FILES:
+        path = os.path.join(out, name)
+        if os.path.isfile(path):
+            os.remove(path)
+    for checkpoint in glob.glob(os.path.join(out, "checkpoint-*")):
+        shutil.rmtree(checkpoint)
+    logger.info("cleared the earlier run in %s (--overwrite_output_dir)", out)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def predictions_frame(input_rows: pd.DataFrame, logits: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """The input columns, then `prediction` (label name), `score` (its probability), one `prob_<label>` per class."""
+    probs = softmax(logits)
+    frame = input_rows.reset_index(drop=True).copy()
+    frame["prediction"] = [names[i] for i in probs.argmax(axis=-1)]
+    frame["score"] = probs.max(axis=-1)
+    for i, name in enumerate(names):
+        frame[f"prob_{name}"] = probs[:, i]
+    return frame
+
+
+def write_predictions(path: str, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
+
+
+def plot_confusion(path: str, matrix: np.ndarray, names: list[str], title: str) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _pyplot()
+    size = max(4.0, 0.6 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, colorbar=False, xticks_rotation=45)
+    ax.set_title(title)
+    _save_figure(fig, path)
+
+
+def plot_learning_curve(path: str, log_history: list[dict], metric: str) -> bool:
+    """Training loss per logged step, and eval loss / `metric` per evaluation. False when nothing was logged."""
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    evals = [(e["step"], e.get("eval_loss"), e.get(f"eval_{metric}")) for e in log_history if "eval_loss" in e]
+    if not train and not evals:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot([s for s, _, _ in evals], [v for _, v, _ in evals], "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper left")
+    scored = [(s, m) for s, _, m in evals if m is not None]
+    if scored:
+        right = ax.twinx()
+        right.plot(*zip(*scored), "s--", color="tab:green", label=f"eval {metric}")
+        right.set_ylabel(metric)
+        right.legend(loc="upper right")
+    ax.set_title("learning curve")
+    _save_figure(fig, path)
+    return True
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: str) -> None:
+    plt = _pyplot()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # label names in scripts the default font lacks only draw as boxes
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def model_card(model_name: str, task: str, label_names: list[str], results: dict, recipe: dict) -> str:
+    """A README.md for the output folder: what the model is, its scores, and the recipe that made it."""
+    rows = "\n".join(
+        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(results.items())
+    )
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+base_model: {model_name}
+---
+
+# {task} classifier fine-tuned from `{model_name}`
+
+Labels ({len(label_names)}): {", ".join(f"`{n}`" for n in label_names)}
+
+## Results
+
+| metric | value |
+|---|---|
+{rows}
+
+## Use
+
+```python
+from transformers import pipeline
+classifier = pipeline("text-classification", model="path/to/this/folder")
+classifier("这家酒店的服务很好")
+```
+
+or batch inference on a file: `python -m bertcls.predict --model_name_or_path path/to/this/folder --input_file F --output_file G`.
+
+## Recipe
+
+Made with bertcls `run_classification.py`; `recipe.json` in this folder re-runs it:
+
+```json
+{json.dumps(recipe, indent=2, ensure_ascii=False, sort_keys=False)}
+```
+"""
+
+
+def split_report(output_dir: str, split: str, references: np.ndarray, logits: np.ndarray, names: list[str]) -> str:
+    """Per-class report text for one labelled split, and its confusion-matrix PNG."""
+    from .metrics import confusion, report_text
+
+    predictions = logits.argmax(axis=-1)
+    plot_confusion(
+        os.path.join(output_dir, f"confusion_matrix_{split}.png"),
+        confusion(references, predictions, len(names)),
+        names,
+        f"{split}: rows = true label, columns = prediction",
+    )
+    return f"== {split} ({len(references)} rows)\n{report_text(references, predictions, names)}"

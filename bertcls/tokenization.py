@@ -1,0 +1,240 @@
+"""Tokenizer loading, the max_seq_length check, truncation strategies, and what tokenizing did to the data.
+
+Each batch is tokenized once in full (no truncation, no padding: padding happens per batch in the collator).
+Only rows longer than max_seq_length are cut: by the tokenizer's own truncation for longest_first / only_first /
+only_second, or by head+tail slicing, which no tokenizer offers. Counting the rows that needed cutting this way
+is exact, and costs one tokenizer call for the short rows.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from datasets import DatasetDict
+from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+UNK_WARN_RATE = 0.05
+# RoBERTa-style models number positions from pad_token_id + 1, so fewer than max_position_embeddings are usable.
+OFFSET_POSITION_MODELS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
+TOKENIZER_OUTPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def load_tokenizer(name_or_path: str, model_args=None) -> PreTrainedTokenizerBase:
+    """AutoTokenizer, falling back to BertTokenizer for a folder that holds only vocab.txt (+ config.json)."""
+    options = {}
+    if model_args is not None:
+        options = {
+            "cache_dir": model_args.cache_dir,
+            "revision": model_args.model_revision,
+            "trust_remote_code": model_args.trust_remote_code,
+        }
+    vocab_only = os.path.isfile(os.path.join(name_or_path, "vocab.txt")) and not any(
+        os.path.isfile(os.path.join(name_or_path, f)) for f in ("tokenizer.json", "tokenizer_config.json")
+    )
+    if vocab_only:
+        # AutoTokenizer cannot build a tokenizer from a bare vocab.txt in transformers 5, and
+        # BertTokenizer(vocab_file=...) silently ignores the file; from_pretrained on the folder works.
+        return BertTokenizer.from_pretrained(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, **options)
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"could not load a tokenizer from {name_or_path!r}: {str(e).splitlines()[0]}",
+            fix="pass a model folder with tokenizer files or vocab.txt, a Hub id (needs network), or --tokenizer_name",
+        ) from None
+
+
+def position_limit(config, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The most tokens the model can take: its position embeddings, and the tokenizer's own limit if set."""
+    limits = []
+    max_positions = getattr(config, "max_position_embeddings", None)
+    if max_positions:
+        if getattr(config, "model_type", None) in OFFSET_POSITION_MODELS:
+            max_positions -= (config.pad_token_id or 0) + 1
+        limits.append(max_positions)
+    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:  # unset shows as 1e30
+        limits.append(tokenizer.model_max_length)
+    return min(limits) if limits else None
+
+
+def check_settings(data_args, config, tokenizer, model_name: str) -> None:
+    """Reject impossible length/truncation settings before a single row is tokenized."""
+    n, is_pair = data_args.max_seq_length, bool(data_args.text_pair_column)
+    limit = position_limit(config, tokenizer)
+    if limit is not None and n > limit:
+        raise UserError(
+            f"--max_seq_length {n} is over the limit of {model_name}: {limit} tokens (its position embeddings)",
+            fix=f"use --max_seq_length {limit} or less; for long texts --truncation head_tail keeps the start and the end",
+        )
+    specials = tokenizer.num_special_tokens_to_add(pair=is_pair)
+    if n < specials + (2 if is_pair else 1):
+        raise UserError(
+            f"--max_seq_length {n} leaves no room for text after {specials} special tokens", fix="raise it"
+        )
+    if data_args.truncation == "head_tail":
+        if is_pair:
+            raise UserError(
+                "--truncation head_tail works on single texts, but --text_pair_column is set",
+                fix="use longest_first, only_first or only_second for sentence pairs",
+            )
+        if not 0 <= data_args.head_tokens < n - specials:
+            raise UserError(
+                f"--head_tokens {data_args.head_tokens} must be between 0 and {n - specials - 1} "
+                f"(max_seq_length {n} minus {specials} special tokens, leaving room for the tail)",
+                fix="lower --head_tokens or raise --max_seq_length",
+            )
+    if data_args.truncation in ("only_first", "only_second") and not is_pair:
+        raise UserError(
+            f"--truncation {data_args.truncation} cuts one text of a pair, but this is a single-text task",
+            fix="use longest_first or head_tail, or set --text_pair_column",
+        )
+
+
+class Encoder:
+    """Tokenizes a batch of `text` / `text_pair`; picklable, so `datasets.map(num_proc=...)` can use it."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, data_args):
+        self.tokenizer = tokenizer
+        self.tokenizer.truncation_side = data_args.truncation_side
+        self.max_length = data_args.max_seq_length
+        self.truncation = data_args.truncation
+        self.head_tokens = data_args.head_tokens
+
+    def __call__(self, batch: dict, rows: list[int] | None = None) -> dict:
+        texts, pairs = batch["text"], batch.get("text_pair")
+        head_tail = self.truncation == "head_tail"
+        enc = self.tokenizer(texts, pairs, truncation=False, return_special_tokens_mask=head_tail, verbose=False)
+        enc = {k: enc[k] for k in TOKENIZER_OUTPUTS + ("special_tokens_mask",) if k in enc}
+        long_rows = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) > self.max_length]
+        if long_rows:
+            cut = self._head_tail(enc, long_rows) if head_tail else self._truncate(texts, pairs, long_rows, rows)
+            for key in TOKENIZER_OUTPUTS:
+                if key in enc:
+                    for i, values in zip(long_rows, cut[key]):
+                        enc[key][i] = values
+        enc.pop("special_tokens_mask", None)
+        unk = self.tokenizer.unk_token_id
+        long_set = set(long_rows)
+        enc["length"] = [len(ids) for ids in enc["input_ids"]]
+        enc["truncated"] = [i in long_set for i in range(len(texts))]
+        enc["unk_tokens"] = [ids.count(unk) if unk is not None else 0 for ids in enc["input_ids"]]
+        return enc
+
+    def _truncate(self, texts, pairs, long_rows, rows) -> dict:
+        sub_texts = [texts[i] for i in long_rows]
+        sub_pairs = [pairs[i] for i in long_rows] if pairs is not None else None
+        try:
+            return self.tokenizer(sub_texts, sub_pairs, truncation=self.truncation, max_length=self.max_length)
+        except Exception:  # the Rust tokenizer refuses when the side it may cut is too short to make room
+            kept = "second" if self.truncation == "only_first" else "first"
+            bad = []
+            for j, i in enumerate(long_rows):
+                try:
+                    self.tokenizer(
+                        sub_texts[j],
+                        sub_pairs[j] if sub_pairs else None,
+                        truncation=self.truncation,
+                        max_length=self.max_length,
+                    )
+                except Exception:
+                    bad.append(rows[i] + 1 if rows is not None else i + 1)
+            raise UserError(
+                f"--truncation {self.truncation} cannot fit row(s) {bad[:5]} into {self.max_length} tokens: the "
+                f"{kept} text alone is too long",
+                fix="use --truncation longest_first (cuts whichever text is longer), or raise --max_seq_length",
+            ) from None
+
+    def _head_tail(self, enc: dict, long_rows: list[int]) -> dict:
+        """Keep the first head_tokens and the last (budget - head_tokens) content tokens, specials untouched."""
+        out = {key: [] for key in TOKENIZER_OUTPUTS if key in enc}
+        for i in long_rows:
+            special = enc["special_tokens_mask"][i]
+            lead = next(k for k, s in enumerate(special) if not s)
+            trail = next(k for k, s in enumerate(reversed(special)) if not s)
+            n = len(special)
+            tail = self.max_length - lead - trail - self.head_tokens
+            keep = list(range(lead + self.head_tokens)) + list(range(n - trail - tail, n))
+            for key in out:
+                values = enc[key][i]
+                out[key].append([values[k] for k in keep])
+        return out
+
+
+@dataclass
+class TokenStats:
+    """What tokenizing did to one split."""
+
+    rows: int
+    truncated: int
+    unk_tokens: int
+    content_tokens: int  # tokens excluding [CLS]/[SEP]-style specials
+    lengths: np.ndarray
+
+    @property
+    def truncated_share(self) -> float:
+        return self.truncated / self.rows if self.rows else 0.0
+
+    @property
+    def unk_rate(self) -> float:
+        return self.unk_tokens / self.content_tokens if self.content_tokens else 0.0
+
+    def percentiles(self) -> dict[str, int]:
+        if not self.rows:
+            return {}
+        p50, p90, p99 = np.percentile(self.lengths, [50, 90, 99]).round().astype(int)
+        return {"p50": int(p50), "p90": int(p90), "p99": int(p99), "max": int(self.lengths.max())}
+
+    def summary(self) -> str:
+        return (
+            f"{self.rows} rows, {self.truncated} truncated ({self.truncated_share:.1%}), "
+            f"[UNK] {self.unk_rate:.2%} of tokens, length {self.percentiles()}"
+        )
+
+
+def tokenize_splits(splits: DatasetDict, tokenizer, data_args, num_proc=None, load_from_cache=True):
+    """Tokenize every split; returns the tokenized splits (with a `length` column) and TokenStats per split."""
+    encoder = Encoder(tokenizer, data_args)
+    specials = tokenizer.num_special_tokens_to_add(pair=bool(data_args.text_pair_column))
+    tokenized, stats = {}, {}
+    for split, ds in splits.items():
+        text_columns = [c for c in ("text", "text_pair") if c in ds.column_names]
+        ds = ds.map(
+            encoder,
+            batched=True,
+            with_indices=True,
+            num_proc=num_proc,
+            remove_columns=text_columns,
+            load_from_cache_file=load_from_cache,
+            desc=f"Tokenizing {split}",
+        )
+        lengths = np.asarray(ds["length"])
+        stats[split] = TokenStats(
+            rows=len(ds),
+            truncated=int(np.sum(ds["truncated"])),
+            unk_tokens=int(np.sum(ds["unk_tokens"])),
+            content_tokens=int(lengths.sum()) - specials * len(ds),
+            lengths=lengths,
+        )
+        tokenized[split] = ds.remove_columns(["truncated", "unk_tokens"])
+        report(split, stats[split])
+    return DatasetDict(tokenized), stats
+
+
+def report(split: str, stats: TokenStats) -> None:
+    logger.info("tokenized %s: %s", split, stats.summary())
+    if stats.unk_rate > UNK_WARN_RATE:
+        logger.warning(
+            "\n%s\n!! %s: %.1f%% of tokens are [UNK] (over %.0f%%). The tokenizer's vocabulary does not fit this "
+            "text:\n!! a wrong vocab.txt, a tokenizer built with BertTokenizerFast(vocab_file=...) (which ignores "
+            "the file),\n!! or an English vocabulary on Chinese text. The model cannot learn from [UNK].\n%s",
+            "!" * 100,
+            split,
+            100 * stats.unk_rate,
+            100 * UNK_WARN_RATE,
+            "!" * 100,
+        )

@@ -1,0 +1,51 @@
+"""The Trainer, with three changes that keep it fast and its outputs in order.
+
+1. The optimizer's parameter groups come from optim.parameter_groups (layer-wise lr decay), built with the
+   Trainer's own decay-name rule and optimizer class (`--optim`), so fused AdamW and friends still apply.
+2. Length-grouped training batches read the precomputed `length` column. The stock Trainer removes unused
+   columns, `length` among them, before it builds the sampler, and then re-reads every row's input_ids.
+3. Evaluation and prediction run in dataset order. Under `group_by_length` the stock Trainer also shuffles
+   evaluation batches by length; `predict_in_order` sorts by length itself and puts the rows back.
+"""
+
+import numpy as np
+from torch.utils.data import SequentialSampler
+from transformers import Trainer
+
+from .optim import parameter_groups
+
+
+class ClassificationTrainer(Trainer):
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            opt_model = model if model is not None else self.model
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            groups = parameter_groups(
+                opt_model,
+                decay_parameter_names=set(self.get_decay_parameter_names(opt_model)),
+                learning_rate=self.args.learning_rate,
+                weight_decay=self.args.weight_decay,
+                layerwise_lr_decay=getattr(self.args, "layerwise_lr_decay", 1.0),
+                num_layers=getattr(opt_model.config, "num_hidden_layers", None),
+            )
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _get_train_sampler(self, train_dataset=None):
+        # Same rows in the same order as the column-stripped copy the Trainer passes in, but with `length` kept.
+        return super()._get_train_sampler(self.train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        if self.args.world_size <= 1:
+            return SequentialSampler(eval_dataset)
+        return None  # accelerate shards the dataset in order and gather_for_metrics restores it
+
+
+def predict_in_order(trainer: Trainer, dataset, metric_key_prefix: str = "test"):
+    """trainer.predict over rows sorted longest first (little padding), with outputs back in dataset order."""
+    order = np.argsort(-np.asarray(dataset["length"]), kind="stable")
+    output = trainer.predict(dataset.select(order), metric_key_prefix=metric_key_prefix)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    restored = np.empty_like(logits)
+    restored[order] = logits
+    return restored, output.metrics
