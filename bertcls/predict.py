@@ -27,6 +27,7 @@ from .metrics import classification_metrics
 from .modeling import PREPROCESSING_KEY, load_trained_model
 from .outputs import predictions_frame, write_predictions
 from .tokenization import Encoder, check_settings, load_tokenizer
+from .trainer import longest_first
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def data_arguments(args: PredictArguments, trained: dict) -> DataArguments:
 @torch.inference_mode()
 def predict_logits(model, encoded, collator, batch_size: int, device) -> np.ndarray:
     """Logits for every row of `encoded`, computed longest first and returned in row order."""
-    order = np.argsort(-np.asarray(encoded["length"]), kind="stable")
+    order = longest_first(encoded)
     columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in encoded.column_names]
     logits = np.empty((len(encoded), model.config.num_labels), dtype=np.float32)
     for start in tqdm(range(0, len(order), batch_size), desc="Predicting", unit="batch"):

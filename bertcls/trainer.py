@@ -41,9 +41,15 @@ class ClassificationTrainer(Trainer):
         return None  # accelerate shards the dataset in order and gather_for_metrics restores it
 
 
+def longest_first(dataset) -> np.ndarray:
+    """Row order from longest to shortest: batches of similar length need little padding, and the largest
+    batch comes first, so running out of memory shows at once."""
+    return np.argsort(-np.asarray(dataset["length"]), kind="stable")
+
+
 def predict_in_order(trainer: Trainer, dataset, metric_key_prefix: str = "test"):
-    """trainer.predict over rows sorted longest first (little padding), with outputs back in dataset order."""
-    order = np.argsort(-np.asarray(dataset["length"]), kind="stable")
+    """trainer.predict over rows sorted longest first, with outputs back in dataset order."""
+    order = longest_first(dataset)
     output = trainer.predict(dataset.select(order), metric_key_prefix=metric_key_prefix)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     restored = np.empty_like(logits)

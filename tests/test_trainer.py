@@ -1,0 +1,84 @@
+"""The Trainer subclass: in-order prediction under length grouping, precomputed lengths, parameter groups."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+from transformers import trainer as hf_trainer
+
+from bertcls.arguments import ClassificationTrainingArguments
+from bertcls.optim import layer_depth, parameter_groups
+from bertcls.trainer import ClassificationTrainer, predict_in_order
+
+
+@pytest.fixture
+def rows(tokenizer):
+    rng = np.random.default_rng(0)
+    texts = ["好" * int(n) for n in rng.integers(3, 60, 120)]
+    enc = tokenizer(texts)
+    return Dataset.from_dict(
+        {**enc, "label": [len(t) % 2 for t in texts], "length": [len(x) for x in enc["input_ids"]]}
+    )
+
+
+@pytest.fixture
+def trainer_for(tiny_model, tokenizer, tmp_path):
+    def make(**kwargs):
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).eval()
+        args = ClassificationTrainingArguments(
+            output_dir=str(tmp_path), per_device_eval_batch_size=16, eval_strategy="no"
+        )
+        return ClassificationTrainer(
+            model=model,
+            args=args,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            **kwargs,
+        )
+
+    return make
+
+
+def test_predictions_stay_in_input_order_under_length_grouping(trainer_for, rows):
+    trainer = trainer_for()
+    assert trainer.args.train_sampling_strategy == "group_by_length"
+    logits, metrics = predict_in_order(trainer, rows)
+    one = {k: torch.tensor(rows[k][7:8]) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        expected = trainer.model(**one).logits.numpy()[0]
+    assert np.allclose(logits[7], expected, atol=1e-5)
+    output = trainer.predict(rows)
+    assert output.label_ids.tolist() == rows["label"]
+
+
+def test_length_grouped_sampler_reads_the_length_column(trainer_for, rows, monkeypatch):
+    seen = {}
+    original = hf_trainer.LengthGroupedSampler.__init__
+
+    def spy(self, *args, lengths=None, **kwargs):
+        seen["lengths"] = lengths
+        return original(self, *args, lengths=lengths, **kwargs)
+
+    monkeypatch.setattr(hf_trainer.LengthGroupedSampler, "__init__", spy)
+    trainer_for(train_dataset=rows).get_train_dataloader()
+    assert seen["lengths"] == rows["length"]
+
+
+def test_layer_depth():
+    assert layer_depth("bert.embeddings.word_embeddings.weight", 12) == 0
+    assert layer_depth("bert.encoder.layer.0.attention.self.query.weight", 12) == 1
+    assert layer_depth("bert.encoder.layer.11.output.dense.bias", 12) == 12
+    assert layer_depth("bert.pooler.dense.weight", 12) == 13
+    assert layer_depth("classifier.weight", 12) == 13
+
+
+def test_without_layerwise_decay_there_are_two_groups(tiny_model):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    decay = {n for n, _ in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n}
+    groups = parameter_groups(model, decay, learning_rate=1e-3, weight_decay=0.1)
+    assert [(g["name"], g["weight_decay"], g["lr"]) for g in groups] == [
+        ("all/no_decay", 0.0, 1e-3),
+        ("all/decay", 0.1, 1e-3),
+    ]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
