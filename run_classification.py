@@ -17,6 +17,7 @@ from transformers import DataCollatorWithPadding, set_seed
 from bertcls import outputs
 from bertcls.data import load_task_data
 from bertcls.errors import exit_on_user_error
+from bertcls.interrupt import INTERRUPTED_EXIT_CODE, GracefulInterrupt
 from bertcls.logs import setup_logging
 from bertcls.metrics import ComputeMetrics, load_extra_metrics
 from bertcls.modeling import load_config, load_model, remember_preprocessing, set_labels
@@ -36,8 +37,8 @@ def main(argv=None) -> dict:
     extra_metrics = load_extra_metrics(training_args.extra_metrics)
 
     # The length limit is checked against the model before any row is read or tokenized.
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args)
     config = load_config(model_args)
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args)
     check_settings(data_args, config, tokenizer, model_args.model_name_or_path)
 
     # Rank 0 reads and tokenizes first and fills the datasets cache; the other ranks then read the cache.
@@ -61,6 +62,7 @@ def main(argv=None) -> dict:
     if validation is None and training_args.eval_strategy != "no":
         logger.info("no validation split: evaluation during training is off")
         training_args.eval_strategy = "no"
+    interrupt = GracefulInterrupt()  # Ctrl-C / SIGTERM: save a checkpoint and stop cleanly
     trainer = ClassificationTrainer(
         model=load_model(model_args, config),
         args=training_args,
@@ -72,13 +74,26 @@ def main(argv=None) -> dict:
             tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None
         ),
         compute_metrics=ComputeMetrics(len(task.labels), extra_metrics),
+        callbacks=[interrupt],
     )
     main_process = trainer.is_world_process_zero()
     out = training_args.output_dir
     results, reports = {}, []
 
     if train is not None:
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
+        interrupt.install()
+        try:
+            train_result = trainer.train(resume_from_checkpoint=resume_from)
+        finally:
+            interrupt.uninstall()
+        if interrupt.stopped_at_step is not None:  # a checkpoint is saved; no model or results pretend to be final
+            logger.warning(
+                "interrupted at step %d; checkpoint saved in %s. Continue with the same command plus "
+                "--resume_from_checkpoint auto",
+                interrupt.stopped_at_step,
+                out,
+            )
+            sys.exit(INTERRUPTED_EXIT_CODE)
         trainer.save_model()  # the unwrapped model and its tokenizer, written by the main process only
         results.update(train_result.metrics, train_samples=len(train))
         if main_process:

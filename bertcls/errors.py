@@ -20,12 +20,25 @@ class UserError(Exception):
         super().__init__(f"{message}. Fix: {fix}" if fix else message)
 
 
+def load_error(name: str, what: str, error: Exception, fix: str) -> UserError:
+    """A failed from_pretrained: say whether the name was a missing folder or an unreachable Hub id."""
+    text = str(error)
+    first_line = text.splitlines()[0] if text else type(error).__name__
+    if "couldn't connect" in text.lower() or "offline" in text.lower():
+        return UserError(
+            f"could not load the {what} {name!r}: it is not a local folder and the Hugging Face Hub cannot be reached",
+            fix="download it once with network access (or set HF_HOME to a cache that has it), or pass a local folder",
+        )
+    return UserError(f"could not load the {what} {name!r}: {first_line}", fix=fix)
+
+
 def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
 
 
 def exit_on_user_error(main):
-    """Decorator for CLI entry points: a UserError becomes `error: ...` on stderr and exit status 2."""
+    """Decorator for CLI entry points: a UserError becomes `error: ...` on stderr and exit status 2; Ctrl-C outside
+    training (where bertcls.interrupt saves a checkpoint first) becomes one line and exit status 130."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -37,5 +50,10 @@ def exit_on_user_error(main):
             print(f"error: {e}", file=sys.stderr)
             print(f"(set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
 
     return wrapper

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .errors import UserError
+from .errors import UserError, load_error
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +98,8 @@ def load_config(model_args) -> PretrainedConfig:
             trust_remote_code=model_args.trust_remote_code,
         )
     except (OSError, ValueError) as e:
-        raise UserError(
-            f"could not load the model config of {name!r}: {str(e).splitlines()[0]}",
-            fix="pass a local model folder (config.json + weights) or a Hub id (needs network access)",
+        raise load_error(
+            name, "model config", e, fix="pass a local model folder (config.json + weights) or a Hub id"
         ) from None
     if uses_custom_head(model_args):
         setattr(
@@ -167,7 +166,7 @@ def load_model(model_args, config: PretrainedConfig) -> PreTrainedModel:
             name, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **options
         )
     except (OSError, ValueError, RuntimeError) as e:
-        raise _model_error(name, e, model_args) from None
+        raise _model_error(name, e, config.num_labels) from None
 
 
 def _no_pooler(config) -> dict:
@@ -178,27 +177,24 @@ def _no_pooler(config) -> dict:
     )
 
 
-def _model_error(name: str, error: Exception, model_args) -> UserError:
+def _model_error(name: str, error: Exception, num_labels: int) -> UserError:
     text = str(error)
-    if "size mismatch" in text or "mismatched" in text.lower():
+    if "mismatched" in text.lower() or "size mismatch" in text:
         return UserError(
-            f"{name} was fine-tuned with a different number of labels than this data has ({text.splitlines()[0]})",
+            f"{name} was fine-tuned for a different number of labels; this data has {num_labels}",
             fix="pass --ignore_mismatched_sizes to give it a fresh classifier head",
         )
-    if "safetensors" in text or "model.safetensors" in text:
+    if "model.safetensors" in text:
         return UserError(
-            f"{name} has no model.safetensors (only pickle weights such as pytorch_model.bin?)",
+            f"{name} has no model.safetensors, only pickle weights (pytorch_model.bin), which can run code",
             fix="convert it to safetensors, or pass --allow_pickle_weights if you trust its source",
         )
     if "Unrecognized configuration class" in text:
         return UserError(
-            f"{name} is not a model type that can classify sequences: {text.splitlines()[0]}",
+            f"{name} is not a model that can classify text: {text.splitlines()[0][:160]}",
             fix="use a BERT-family encoder checkpoint",
         )
-    return UserError(
-        f"could not load model {name!r}: {type(error).__name__}: {text.splitlines()[0] if text else ''}",
-        fix="check --model_name_or_path",
-    )
+    return load_error(name, "model", error, fix="check --model_name_or_path")
 
 
 def load_trained_model(path: str) -> PreTrainedModel:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .errors import UserError
 
@@ -78,7 +78,7 @@ def prepare_output_dir(args) -> str | None:
     out = args.output_dir
     if not out:
         raise UserError("no --output_dir given", fix="pass --output_dir (or set output_dir in the recipe)")
-    last = get_last_checkpoint(out) if os.path.isdir(out) else None
+    last = last_complete_checkpoint(out)
     resume = args.resume_from_checkpoint
     if resume == "auto":
         resume = last
@@ -109,6 +109,24 @@ def prepare_output_dir(args) -> str | None:
     elif finished and args.process_index == 0:
         os.remove(os.path.join(out, FINISHED_MARKER))  # a resumed run is unfinished until it writes its own
     return resume
+
+
+def last_complete_checkpoint(out: str) -> str | None:
+    """The newest checkpoint-N holding trainer_state.json, which the Trainer writes last: a run killed while
+    saving leaves a newer, incomplete folder that must not be resumed from."""
+    steps = []
+    for path in glob.glob(os.path.join(out, f"{PREFIX_CHECKPOINT_DIR}-*")):
+        suffix = path.rsplit("-", 1)[-1]
+        if os.path.isdir(path) and suffix.isdigit():
+            steps.append((int(suffix), path))
+    for rank, (_, path) in enumerate(sorted(steps, reverse=True)):
+        if os.path.isfile(os.path.join(path, "trainer_state.json")):
+            if rank:
+                logger.warning(
+                    "skipping %d incomplete checkpoint(s) (killed while saving?); newest complete: %s", rank, path
+                )
+            return path
+    return None
 
 
 def clear_run(out: str) -> None:

@@ -22,8 +22,16 @@ RECIPE_SUFFIXES = (".json", ".yaml", ".yml")
 DATACLASSES = (ModelArguments, DataArguments, ClassificationTrainingArguments)
 
 
-def make_parser(dataclass_types=DATACLASSES, **kwargs) -> HfArgumentParser:
-    return HfArgumentParser(dataclass_types, **kwargs)
+class Parser(HfArgumentParser):
+    """HfArgumentParser whose errors are one line naming the flag, not a usage dump of several hundred flags."""
+
+    def error(self, message):
+        raise UserError(f"command line: {message}", fix="see --help for every flag and its type")
+
+
+def make_parser(dataclass_types=DATACLASSES) -> HfArgumentParser:
+    # No abbreviations: among hundreds of flags a shortened or mistyped one must fail, not land on a neighbour.
+    return Parser(dataclass_types, allow_abbrev=False)
 
 
 def parse_args(argv=None, dataclass_types=DATACLASSES, parser=None):
@@ -40,7 +48,23 @@ def parse_args(argv=None, dataclass_types=DATACLASSES, parser=None):
     if argv and argv[0].lower().endswith(RECIPE_SUFFIXES):
         recipe_path, argv = argv[0], argv[1:]
         apply_recipe(parser, read_recipe(recipe_path), recipe_path, dataclass_types)
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    *parsed, unknown = parser.parse_args_into_dataclasses(
+        args=argv, look_for_args_file=False, return_remaining_strings=True
+    )
+    if unknown:
+        flags = [a.lstrip("-").split("=")[0] for a in unknown if a.startswith("--")]
+        hint = did_you_mean(flags, [a.dest for a in parser._actions if a.option_strings], prefix="--")
+        where = " (a recipe file must come first)" if any(a.lower().endswith(RECIPE_SUFFIXES) for a in unknown) else ""
+        raise UserError(f"command line: unknown argument(s) {' '.join(unknown)}{where}", fix=hint)
+    return tuple(parsed)
+
+
+def did_you_mean(names: list[str], known: list[str], prefix: str = "", quote: bool = False) -> str:
+    """The closest valid names, or a pointer to --help."""
+    close = [c for name in names for c in difflib.get_close_matches(name, known, n=3, cutoff=0.6)]
+    if not close:
+        return "see --help for every valid name"
+    return "did you mean " + " or ".join(repr(prefix + c) if quote else prefix + c for c in dict.fromkeys(close)) + "?"
 
 
 def read_recipe(path: str) -> dict:
@@ -67,9 +91,9 @@ def apply_recipe(parser: argparse.ArgumentParser, recipe: dict, recipe_path: str
     defaults = {}
     for key, value in recipe.items():
         if key not in actions or key == "help":
-            close = difflib.get_close_matches(key, list(actions), n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "see --help for every key"
-            raise UserError(f"recipe {recipe_path}: unknown key {key!r}", fix=hint)
+            raise UserError(
+                f"recipe {recipe_path}: unknown key {key!r}", fix=did_you_mean([key], list(actions), quote=True)
+            )
         value = check_value(actions[key], value, f"recipe {recipe_path}: key {key!r}")
         if key in PATH_FIELDS and value is not None:
             value = resolve_path(value, recipe_dir, hub_ok=PATH_FIELDS[key] == "file_or_hub")

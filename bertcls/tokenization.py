@@ -14,7 +14,7 @@ import numpy as np
 from datasets import DatasetDict
 from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
 
-from .errors import UserError
+from .errors import UserError, load_error
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +43,11 @@ def load_tokenizer(name_or_path: str, model_args=None) -> PreTrainedTokenizerBas
     try:
         return AutoTokenizer.from_pretrained(name_or_path, **options)
     except (OSError, ValueError) as e:
-        raise UserError(
-            f"could not load a tokenizer from {name_or_path!r}: {str(e).splitlines()[0]}",
-            fix="pass a model folder with tokenizer files or vocab.txt, a Hub id (needs network), or --tokenizer_name",
+        raise load_error(
+            name_or_path,
+            "tokenizer",
+            e,
+            fix="pass a model folder with tokenizer files or vocab.txt, or --tokenizer_name",
         ) from None
 
 

@@ -2,15 +2,19 @@
 
 1. The optimizer's parameter groups come from optim.parameter_groups (layer-wise lr decay), built with the
    Trainer's own decay-name rule and optimizer class (`--optim`), so fused AdamW and friends still apply.
-2. Length-grouped training batches read the precomputed `length` column. The stock Trainer removes unused
-   columns, `length` among them, before it builds the sampler, and then re-reads every row's input_ids.
+2. Length-grouped training batches read the precomputed `length` column (the stock Trainer removes unused
+   columns, `length` among them, before it builds the sampler, and then re-reads every row's input_ids), and
+   their shuffle is seeded by seed + epoch. The stock sampler draws from the global RNG when an epoch starts,
+   so a run resumed after the first epoch trained on a different order than the run it continues.
 3. Evaluation and prediction run in dataset order. Under `group_by_length` the stock Trainer also shuffles
    evaluation batches by length; `predict_in_order` sorts by length itself and puts the rows back.
 """
 
 import numpy as np
+import torch
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .optim import parameter_groups
 
@@ -32,13 +36,32 @@ class ClassificationTrainer(Trainer):
         return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None):
-        # Same rows in the same order as the column-stripped copy the Trainer passes in, but with `length` kept.
-        return super()._get_train_sampler(self.train_dataset)
+        # self.train_dataset: the same rows in the same order as the column-stripped copy passed in, with `length`.
+        dataset = self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or "length" not in dataset.column_names:
+            return super()._get_train_sampler(dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=dataset["length"], seed=seed
+        )
 
     def _get_eval_sampler(self, eval_dataset):
         if self.args.world_size <= 1:
             return SequentialSampler(eval_dataset)
         return None  # accelerate shards the dataset in order and gather_for_metrics restores it
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped batches shuffled by a generator seeded with seed + epoch (the Trainer calls set_epoch), so
+    epoch k's order is the same in an uninterrupted run, a resumed run, and on every DDP rank."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
 
 
 def longest_first(dataset) -> np.ndarray:

@@ -1,0 +1,71 @@
+"""Ctrl-C (SIGINT) or SIGTERM during training: finish the step, save a checkpoint, stop cleanly.
+
+The run then exits with status 130 and the same command with `--resume_from_checkpoint auto` continues it.
+A second signal aborts at once. Under DDP every rank agrees on the stop (an all-reduce of the flag each step),
+so no rank waits forever for another that already stopped.
+"""
+
+import logging
+import signal
+import sys
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+INTERRUPTED_EXIT_CODE = 130  # the shell's code for a run ended by SIGINT
+
+
+class GracefulInterrupt(TrainerCallback):
+    def __init__(self):
+        self.requested = False
+        self.stopped_at_step: int | None = None
+        self._previous = {}
+
+    def install(self) -> "GracefulInterrupt":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:  # second signal: the user means it
+            self.uninstall()
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+            "(send it again to abort without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _agreed(self) -> bool:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flag = torch.tensor([1.0 if self.requested else 0.0], device=_collective_device())
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            return bool(flag.item())
+        return self.requested
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._agreed():
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_at_step = state.global_step
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.stopped_at_step is not None:  # the checkpoint is saved; skip the epoch-end evaluation and save
+            control.should_evaluate = False
+            control.should_save = False
+        return control
+
+
+def _collective_device():
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
