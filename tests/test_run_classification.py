@@ -344,3 +344,37 @@ def test_demo_recipe_runs_offline(tmp_path):
     frame = read_predictions(out / "predictions.csv")
     assert set(frame["prediction"]) <= {"negative", "positive"} and len(frame) == 200
     assert os.path.exists(out / "model.safetensors")
+
+
+MATTHEWS = """
+import datasets
+import evaluate
+from sklearn.metrics import matthews_corrcoef
+
+
+class Matthews(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Matthews correlation", citation="", inputs_description="",
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+        )
+
+    def _compute(self, predictions, references):
+        return {"matthews_correlation": float(matthews_corrcoef(references, predictions))}
+"""
+
+
+def test_extra_metrics_from_a_local_folder_and_a_clear_error_offline(tiny_model, tmp_path, capsys):
+    folder = tmp_path / "matthews"
+    folder.mkdir()
+    (folder / "matthews.py").write_text(MATTHEWS)
+    out = tmp_path / "extra"
+    results = run_classification.main(
+        chnsenticorp_args(tiny_model, out, "--max_steps", "5", "--extra_metrics", str(folder))
+    )
+    assert -1.0 <= results["eval_matthews_correlation"] <= 1.0 and "test_matthews_correlation" in results
+    with pytest.raises(SystemExit):
+        run_classification.main(chnsenticorp_args(tiny_model, tmp_path / "hub", "--extra_metrics", "accuracy"))
+    err = capsys.readouterr().err
+    assert "could not load extra metric 'accuracy'" in err and "Hub metrics need network access" in err
+    assert not (tmp_path / "hub").exists()  # failed before anything was written
