@@ -63,3 +63,34 @@ def write(tmp_path):
         return str(path)
 
     return _write
+
+
+def cli(**flags) -> list[str]:
+    """Command-line flags from keywords: cli(max_steps=2, do_eval=False) -> ["--max_steps", "2", "--do_eval", "false"]."""
+    argv = []
+    for name, value in flags.items():
+        argv.append(f"--{name}")
+        if isinstance(value, bool):
+            argv.append(str(value).lower())
+        elif isinstance(value, (list, tuple)):
+            argv.extend(str(v) for v in value)
+        else:
+            argv.append(str(value))
+    return argv
+
+
+def chnsenticorp(model, out, train=600, validation=200, test=300, **flags) -> list[str]:
+    """run_classification.py flags for a ChnSentiCorp subset (the first rows of each split)."""
+    d = shared("chnsenticorp")
+    return cli(
+        model_name_or_path=model,
+        train_file=f"{d}/train.tsv",
+        validation_file=f"{d}/dev.tsv",
+        test_file=f"{d}/test.tsv",
+        text_column="text_a",
+        max_train_samples=train,
+        max_eval_samples=validation,
+        max_predict_samples=test,
+        output_dir=out,
+        **flags,
+    )

@@ -7,14 +7,21 @@ import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from transformers import AutoModelForSequenceClassification, ViTConfig
 
 import run_classification
 
-from .conftest import REPO, make_tiny, shared
+from .conftest import REPO, cli, make_tiny, shared
 
 TRAIN = "label\ttext\npos\t这家酒店很好\nneg\t服务太差了\npos\t房间干净\nneg\t早餐难吃\n"
+
+
+def quick(model, out, **flags) -> list[str]:
+    """Flags for a run of a step or two on a small file, without evaluation."""
+    settings = {"max_steps": 1, "validation_split_percentage": 0, "eval_strategy": "no", **flags}
+    return cli(model_name_or_path=model, output_dir=out, **settings)
 
 
 @pytest.fixture
@@ -23,20 +30,7 @@ def run(tiny_model, write, tmp_path, capsys):
 
     def _run(*flags, train=TRAIN, model=tiny_model):
         out = tmp_path / "out"
-        args = [
-            "--model_name_or_path",
-            model,
-            "--output_dir",
-            str(out),
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "2",
-            "--validation_split_percentage",
-            "0",
-            "--eval_strategy",
-            "no",
-        ]
+        args = quick(model, out, max_steps=2, per_device_train_batch_size=2)
         if train is not None:
             args += ["--train_file", write("train.tsv", train)]
         with pytest.raises(SystemExit) as exit_info:
@@ -166,43 +160,14 @@ def test_pickle_only_weights_need_opt_in(run, tmp_path, tiny_model):
     line = run(model=str(folder))
     assert "only pickle weights" in line and "--allow_pickle_weights" in line
     results = run_classification.main(
-        [
-            "--model_name_or_path",
-            str(folder),
-            "--allow_pickle_weights",
-            "--train_file",
-            str(tmp_path / "train.tsv"),
-            "--output_dir",
-            str(tmp_path / "ok"),
-            "--max_steps",
-            "1",
-            "--validation_split_percentage",
-            "0",
-            "--eval_strategy",
-            "no",
-        ]
+        quick(str(folder), tmp_path / "ok", allow_pickle_weights=True, train_file=tmp_path / "train.tsv")
     )
     assert results["train_samples"] == 4
 
 
 def test_finished_output_dir_is_refused_unless_asked(tiny_model, write, tmp_path, capsys):
     out = tmp_path / "done"
-    args = [
-        "--model_name_or_path",
-        tiny_model,
-        "--train_file",
-        write("train.tsv", TRAIN),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "2",
-        "--validation_split_percentage",
-        "0",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-    ]
+    args = quick(tiny_model, out, train_file=write("train.tsv", TRAIN), max_steps=2, save_strategy="no")
     run_classification.main(args)
     before = (out / "all_results.json").read_text()
     with pytest.raises(SystemExit):
@@ -220,29 +185,8 @@ def test_a_100k_character_text_is_truncated(tiny_model, write, tmp_path):
     train = write("train.tsv", f"label\ttext\npos\t{long_text}\nneg\t服务太差了\n")
     out = tmp_path / "long"
     run_classification.main(
-        [
-            "--model_name_or_path",
-            tiny_model,
-            "--train_file",
-            train,
-            "--test_file",
-            train,
-            "--output_dir",
-            str(out),
-            "--max_steps",
-            "1",
-            "--max_seq_length",
-            "128",
-            "--validation_split_percentage",
-            "0",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-        ]
+        quick(tiny_model, out, train_file=train, test_file=train, max_seq_length=128, save_strategy="no")
     )
-    import pandas as pd
-
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == 2 and len(predictions["text"][0]) == 102_000
 
@@ -252,12 +196,7 @@ def test_real_process_exit_code_and_debug_traceback(tiny_model, write):
     command = [
         sys.executable,
         str(REPO / "run_classification.py"),
-        "--model_name_or_path",
-        tiny_model,
-        "--train_file",
-        gbk,
-        "--output_dir",
-        os.path.dirname(gbk) + "/out",
+        *cli(model_name_or_path=tiny_model, train_file=gbk, output_dir=os.path.dirname(gbk) + "/out"),
     ]
     plain = subprocess.run(command, capture_output=True, text=True)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
@@ -269,20 +208,5 @@ def test_real_process_exit_code_and_debug_traceback(tiny_model, write):
 def test_vocab_only_checkpoint_with_config_trains(tmp_path, write):
     """A converted Chinese checkpoint: vocab.txt + config.json + weights, no tokenizer files."""
     folder = make_tiny(tmp_path / "converted", vocab_only=True)
-    results = run_classification.main(
-        [
-            "--model_name_or_path",
-            folder,
-            "--train_file",
-            write("train.tsv", TRAIN),
-            "--output_dir",
-            str(tmp_path / "o"),
-            "--max_steps",
-            "1",
-            "--validation_split_percentage",
-            "0",
-            "--eval_strategy",
-            "no",
-        ]
-    )
+    results = run_classification.main(quick(folder, tmp_path / "o", train_file=write("train.tsv", TRAIN)))
     assert results["train_samples"] == 4

@@ -14,46 +14,26 @@ import run_classification
 from bertcls.arguments import ModelArguments
 from bertcls.outputs import atomic_path, last_complete_checkpoint, write_json, write_predictions
 
-from .conftest import REPO, shared
+from .conftest import REPO, chnsenticorp
 
 RUNTIME_KEYS = ("runtime", "per_second", "flos")
 
 
-def training_args(model, out, *extra):
-    d = shared("chnsenticorp")
-    return [
-        "--model_name_or_path",
+def training_args(model, out, **flags):
+    return chnsenticorp(
         model,
-        "--train_file",
-        f"{d}/train.tsv",
-        "--validation_file",
-        f"{d}/dev.tsv",
-        "--test_file",
-        f"{d}/test.tsv",
-        "--text_column",
-        "text_a",
-        "--max_train_samples",
-        "320",
-        "--max_eval_samples",
-        "100",
-        "--max_predict_samples",
-        "100",
-        "--max_seq_length",
-        "48",
-        "--per_device_train_batch_size",
-        "16",
-        "--learning_rate",
-        "2e-3",
-        "--output_dir",
-        str(out),
-        "--eval_strategy",
-        "no",
-        "--logging_steps",
-        "10",
-        "--seed",
-        "3",
-        *extra,
-    ]
+        out,
+        train=320,
+        validation=100,
+        test=100,
+        max_seq_length=48,
+        per_device_train_batch_size=16,
+        learning_rate=2e-3,
+        eval_strategy="no",
+        logging_steps=10,
+        seed=3,
+        **flags,
+    )
 
 
 def scores(results: dict) -> dict:
@@ -80,11 +60,11 @@ def wait_for(path, process, timeout=240):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tiny_model, tmp_path):
-    steps = ["--max_steps", "400", "--save_steps", "50", "--save_strategy", "steps"]
-    reference = run_classification.main(training_args(tiny_model, tmp_path / "whole", *steps))
+    steps = {"max_steps": 400, "save_steps": 50, "save_strategy": "steps"}
+    reference = run_classification.main(training_args(tiny_model, tmp_path / "whole", **steps))
 
     out = tmp_path / "killed"
-    process = start(training_args(tiny_model, out, *steps))
+    process = start(training_args(tiny_model, out, **steps))
     wait_for(out / "checkpoint-50" / "trainer_state.json", process)
     process.kill()
     process.wait()
@@ -92,8 +72,8 @@ def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tiny_model, tmp_p
     assert last_complete_checkpoint(str(out)) is not None
 
     with pytest.raises(SystemExit):  # the same command again refuses to mix into the unfinished run...
-        run_classification.main(training_args(tiny_model, out, *steps))
-    resumed = run_classification.main(training_args(tiny_model, out, *steps, "--resume_from_checkpoint", "auto"))
+        run_classification.main(training_args(tiny_model, out, **steps))
+    resumed = run_classification.main(training_args(tiny_model, out, **steps, resume_from_checkpoint="auto"))
     assert scores(resumed).keys() == scores(reference).keys()
     # train_loss is the Trainer's mean over the steps run in this session, so it differs after a resume.
     evaluated = {k: v for k, v in scores(reference).items() if k.startswith(("eval_", "test_"))}
@@ -109,8 +89,8 @@ def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tiny_model, tmp_p
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tiny_model, tmp_path):
     out = tmp_path / "interrupted"
 
-    def argv(max_steps, *extra):
-        return training_args(tiny_model, out, "--max_steps", str(max_steps), "--save_strategy", "no", *extra)
+    def argv(max_steps, **extra):
+        return training_args(tiny_model, out, max_steps=max_steps, save_strategy="no", **extra)
 
     process = start(argv(3000))
     # Wait until training has begun: the Trainer's progress bar counts to 3000 steps.
@@ -129,7 +109,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tiny_model, tmp_path):
         assert not (out / name).exists(), name  # nothing pretends the run finished
     step = int(checkpoint.rsplit("-", 1)[1])
     assert 0 < step < 3000
-    resumed = run_classification.main(argv(step + 5, "--resume_from_checkpoint", "auto"))
+    resumed = run_classification.main(argv(step + 5, resume_from_checkpoint="auto"))
     with open(out / "trainer_state.json") as f:
         assert json.load(f)["global_step"] == step + 5
     assert "test_accuracy" in resumed
@@ -137,12 +117,8 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_results(tiny_model, tmp_path):
-    first = run_classification.main(
-        training_args(tiny_model, tmp_path / "a", "--num_train_epochs", "2", "--save_strategy", "no")
-    )
-    second = run_classification.main(
-        training_args(tiny_model, tmp_path / "b", "--num_train_epochs", "2", "--save_strategy", "no")
-    )
+    first = run_classification.main(training_args(tiny_model, tmp_path / "a", num_train_epochs=2, save_strategy="no"))
+    second = run_classification.main(training_args(tiny_model, tmp_path / "b", num_train_epochs=2, save_strategy="no"))
     assert scores(first) == scores(second)
     assert (tmp_path / "a" / "predictions.csv").read_bytes() == (tmp_path / "b" / "predictions.csv").read_bytes()
 
@@ -201,7 +177,7 @@ def test_local_files_need_no_network(tiny_model, tmp_path):
         for k, v in os.environ.items()
         if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
     }
-    argv = training_args(tiny_model, tmp_path / "net", "--max_steps", "2", "--save_strategy", "no")
+    argv = training_args(tiny_model, tmp_path / "net", max_steps=2, save_strategy="no")
     done = subprocess.run(
         [sys.executable, "-c", guard, str(REPO), *argv],
         capture_output=True,

@@ -13,7 +13,7 @@ import run_classification
 from bertcls import predict
 from bertcls.modeling import HEAD_KEY, load_trained_model
 
-from .conftest import REPO, shared
+from .conftest import REPO, chnsenticorp, cli, shared
 
 pytestmark = pytest.mark.slow
 
@@ -29,48 +29,26 @@ BINARY_KEYS = [
     "f1",
     "samples",
 ]
-FAST = [
-    "--max_seq_length",
-    "64",
-    "--per_device_train_batch_size",
-    "16",
-    "--learning_rate",
-    "2e-3",
-    "--logging_steps",
-    "10",
-    "--save_strategy",
-    "no",
-    "--eval_strategy",
-    "epoch",
-    "--seed",
-    "7",
-]
+FAST = {
+    "max_seq_length": 64,
+    "per_device_train_batch_size": 16,
+    "learning_rate": 2e-3,
+    "logging_steps": 10,
+    "save_strategy": "no",
+    "eval_strategy": "epoch",
+    "seed": 7,
+}
 
 
-def chnsenticorp_args(model, out, *extra):
-    d = shared("chnsenticorp")
-    return [
-        "--model_name_or_path",
-        model,
-        "--train_file",
-        f"{d}/train.tsv",
-        "--validation_file",
-        f"{d}/dev.tsv",
-        "--test_file",
-        f"{d}/test.tsv",
-        "--text_column",
-        "text_a",
-        "--max_train_samples",
-        "600",
-        "--max_eval_samples",
-        "200",
-        "--max_predict_samples",
-        "300",
-        "--output_dir",
-        str(out),
-        *FAST,
-        *extra,
-    ]
+def chnsenticorp_args(model, out, **flags):
+    return chnsenticorp(model, out, **{**FAST, **flags})
+
+
+def predict_again(model_dir, target, **flags):
+    predict.main(
+        cli(model_name_or_path=model_dir, input_file=shared("chnsenticorp", "test.tsv"), output_file=target, **flags)
+    )
+    return read_predictions(target)
 
 
 def read_predictions(path) -> pd.DataFrame:
@@ -80,7 +58,7 @@ def read_predictions(path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def chnsenticorp_run(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("chnsenticorp")
-    results = run_classification.main(chnsenticorp_args(tiny_model, out, "--num_train_epochs", "6"))
+    results = run_classification.main(chnsenticorp_args(tiny_model, out, num_train_epochs=6))
     return out, results
 
 
@@ -158,20 +136,7 @@ def test_pipeline_on_saved_folder_predicts_the_same_labels(chnsenticorp_run):
 def test_predict_cli_reproduces_predictions_csv(chnsenticorp_run, tmp_path):
     out, _ = chnsenticorp_run
     reference = read_predictions(out / "predictions.csv")
-    target = tmp_path / "again.csv"
-    predict.main(
-        [
-            "--model_name_or_path",
-            str(out),
-            "--input_file",
-            shared("chnsenticorp", "test.tsv"),
-            "--output_file",
-            str(target),
-            "--batch_size",
-            "48",
-        ]
-    )
-    again = read_predictions(target)
+    again = predict_again(out, tmp_path / "again.csv", batch_size=48)
     assert len(again) == 1200  # the whole file, in input order
     head = again.iloc[: len(reference)]
     assert list(again.columns) == list(reference.columns)
@@ -194,22 +159,14 @@ def test_optimizer_the_trainer_steps_has_the_right_groups(tiny_model, tmp_path, 
     argv = chnsenticorp_args(
         tiny_model,
         tmp_path / "o",
-        "--max_steps",
-        "3",
-        "--weight_decay",
-        "0.05",
-        "--layerwise_lr_decay",
-        "0.8",
-        "--do_eval",
-        "false",
-        "--do_predict",
-        "false",
-        "--eval_strategy",
-        "no",
-        "--warmup_steps",
-        "0",
-        "--lr_scheduler_type",
-        "constant",
+        max_steps=3,
+        weight_decay=0.05,
+        layerwise_lr_decay=0.8,
+        do_eval=False,
+        do_predict=False,
+        eval_strategy="no",
+        warmup_steps=0,
+        lr_scheduler_type="constant",
     )
     run_classification.main(argv)
     trainer = captured["trainer"]
@@ -240,30 +197,23 @@ def test_optimizer_the_trainer_steps_has_the_right_groups(tiny_model, tmp_path, 
 def test_pair_task_on_lcqmc(tiny_model, tmp_path):
     d = shared("lcqmc")
     out = tmp_path / "lcqmc"
+    flags = {
+        **FAST,
+        "max_train_samples": 800,
+        "max_eval_samples": 100,
+        "max_predict_samples": 200,
+        "num_train_epochs": 2,
+    }
     results = run_classification.main(
-        [
-            "--model_name_or_path",
-            tiny_model,
-            "--train_file",
-            f"{d}/dev.tsv",
-            "--test_file",
-            f"{d}/test.tsv",
-            "--text_column",
-            "text_a",
-            "--text_pair_column",
-            "text_b",
-            "--max_train_samples",
-            "800",
-            "--max_predict_samples",
-            "200",
-            "--max_eval_samples",
-            "100",
-            "--num_train_epochs",
-            "2",
-            "--output_dir",
-            str(out),
-            *FAST,
-        ]
+        cli(
+            model_name_or_path=tiny_model,
+            train_file=f"{d}/dev.tsv",
+            test_file=f"{d}/test.tsv",
+            text_column="text_a",
+            text_pair_column="text_b",
+            output_dir=out,
+            **flags,
+        )
     )
     assert results["eval_samples"] == 100 and results["test_samples"] == 200
     frame = read_predictions(out / "predictions.csv")
@@ -277,18 +227,7 @@ def test_pair_task_on_lcqmc(tiny_model, tmp_path):
 def test_mlp_head_with_mean_pooling_trains_saves_reloads_and_predicts(tiny_model, tmp_path):
     out = tmp_path / "mlp"
     results = run_classification.main(
-        chnsenticorp_args(
-            tiny_model,
-            out,
-            "--head",
-            "mlp",
-            "--pooling",
-            "mean",
-            "--head_hidden_size",
-            "48",
-            "--num_train_epochs",
-            "3",
-        )
+        chnsenticorp_args(tiny_model, out, head="mlp", pooling="mean", head_hidden_size=48, num_train_epochs=3)
     )
     assert results["train_loss"] < 0.69
     config = json.loads((out / "config.json").read_text())
@@ -302,18 +241,7 @@ def test_mlp_head_with_mean_pooling_trains_saves_reloads_and_predicts(tiny_model
     model = load_trained_model(str(out))
     assert model.head[1].out_features == 48 and model.head[-1].out_features == 2
     reference = read_predictions(out / "predictions.csv")
-    target = tmp_path / "again.csv"
-    predict.main(
-        [
-            "--model_name_or_path",
-            str(out),
-            "--input_file",
-            shared("chnsenticorp", "test.tsv"),
-            "--output_file",
-            str(target),
-        ]
-    )
-    again = read_predictions(target).iloc[: len(reference)]
+    again = predict_again(out, tmp_path / "again.csv").iloc[: len(reference)]
     assert again["prediction"].tolist() == reference["prediction"].tolist()
     assert np.allclose(again["prob_1"], reference["prob_1"], atol=1e-5)
 
@@ -329,17 +257,8 @@ def test_demo_recipe_runs_offline(tmp_path):
         )
     )
     out = tmp_path / "demo-out"
-    results = run_classification.main(
-        [
-            str(REPO / "recipes" / "demo.json"),
-            "--model_name_or_path",
-            model,
-            "--output_dir",
-            str(out),
-            "--num_train_epochs",
-            "4",
-        ]
-    )
+    recipe = str(REPO / "recipes" / "demo.json")
+    results = run_classification.main([recipe, *cli(model_name_or_path=model, output_dir=out, num_train_epochs=4)])
     assert results["test_accuracy"] > 0.75
     frame = read_predictions(out / "predictions.csv")
     assert set(frame["prediction"]) <= {"negative", "positive"} and len(frame) == 200
@@ -369,12 +288,10 @@ def test_extra_metrics_from_a_local_folder_and_a_clear_error_offline(tiny_model,
     folder.mkdir()
     (folder / "matthews.py").write_text(MATTHEWS)
     out = tmp_path / "extra"
-    results = run_classification.main(
-        chnsenticorp_args(tiny_model, out, "--max_steps", "5", "--extra_metrics", str(folder))
-    )
+    results = run_classification.main(chnsenticorp_args(tiny_model, out, max_steps=5, extra_metrics=str(folder)))
     assert -1.0 <= results["eval_matthews_correlation"] <= 1.0 and "test_matthews_correlation" in results
     with pytest.raises(SystemExit):
-        run_classification.main(chnsenticorp_args(tiny_model, tmp_path / "hub", "--extra_metrics", "accuracy"))
+        run_classification.main(chnsenticorp_args(tiny_model, tmp_path / "hub", extra_metrics="accuracy"))
     err = capsys.readouterr().err
     assert "could not load extra metric 'accuracy'" in err and "Hub metrics need network access" in err
     assert not (tmp_path / "hub").exists()  # failed before anything was written
