@@ -1,4 +1,4 @@
-"""The Trainer, with three changes that keep it fast and its outputs in order.
+"""The Trainer, with four changes that keep it fast, its outputs in order and its losses right.
 
 1. The optimizer's parameter groups come from optim.parameter_groups (layer-wise lr decay), built with the
    Trainer's own decay-name rule and optimizer class (`--optim`), so fused AdamW and friends still apply.
@@ -6,6 +6,12 @@
    columns, `length` among them, before it builds the sampler, and then re-reads every row's input_ids.
 3. Evaluation and prediction run in dataset order. Under `group_by_length` the stock Trainer also shuffles
    evaluation batches by length; `predict_in_order` sorts by length itself and puts the rows back.
+4. The loss is taken as the batch mean the model returns. Because BERT-family `forward` takes `**kwargs`, the
+   stock Trainer (transformers 5.24) assumes the model sums its loss over `num_items_in_batch` and compensates:
+   it multiplies the loss by the number of processes and stops dividing it by gradient_accumulation_steps. Our
+   models return a mean, so under DDP every loss (train, eval, test) came out times the process count (1.386 for
+   0.693 on 2 processes) and so did the gradients; with accumulation, loss and gradients came out times the
+   accumulation steps.
 """
 
 import numpy as np
@@ -16,6 +22,12 @@ from .optim import parameter_groups
 
 
 class ClassificationTrainer(Trainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Sequence-classification models (stock heads and bertcls.modeling.EncoderClassifier) average the loss over
+        # the batch and ignore `num_items_in_batch`; telling the Trainer so keeps its loss scaling off (change 4).
+        self.model_accepts_loss_kwargs = False
+
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             opt_model = model if model is not None else self.model
