@@ -4,11 +4,17 @@ Every field has `help` metadata, so `python run_classification.py --help` is the
 PATH_FIELDS are resolved against a recipe file's folder when they come from a recipe.
 """
 
+import logging
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from transformers import TrainingArguments
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
 
 # Fields holding paths: "file" always names a local path; "file_or_hub" may also be a Hub id.
 PATH_FIELDS = {
@@ -218,4 +224,54 @@ class ClassificationTrainingArguments(TrainingArguments):
         # Pinned memory only speeds up copies to an accelerator; without one torch warns on every DataLoader.
         if self.dataloader_pin_memory and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
             self.dataloader_pin_memory = False
+        launched = launched_processes()
+        if launched > 1 and not self.use_cpu and not distributed_accelerator_available():
+            # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: unless told `use_cpu`, the
+            # Trainer sets up every process as a world of one, and N copies train and write the same output_dir.
+            _warn_once(f"{launched} processes launched and no GPU found: training on CPU with gloo (--use_cpu)")
+            self.use_cpu = True
         super().__post_init__()
+        if launched > 1 and self.world_size != launched:
+            raise UserError(
+                f"{launched} processes were launched but the Trainer set up a world of {self.world_size} "
+                "(each process would train its own copy and write the same output_dir)",
+                fix="launch on machines whose accelerators torch can see, or pass --use_cpu true to train on CPU",
+            )
+
+
+_warned = set()
+
+
+def _warn_once(message: str) -> None:
+    # Arguments are built more than once per run (recipe_of builds a default instance); say it once, on rank 0.
+    if message not in _warned and os.environ.get("RANK", "0") == "0":
+        logger.warning(message)
+    _warned.add(message)
+
+
+def launched_processes() -> int:
+    """How many processes the launcher (accelerate launch, torchrun) started; 1 for a plain `python` run."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def distributed_accelerator_available() -> bool:
+    """Whether accelerate would run distributed processes on an accelerator: the device checks it makes, in
+    accelerate.state.PartialState._prepare_backend, before it falls back to no distribution at all."""
+    import accelerate.utils as au
+
+    if torch.cuda.is_available():
+        return True
+    checks = (
+        "is_torch_xla_available",
+        "is_mlu_available",
+        "is_sdaa_available",
+        "is_musa_available",
+        "is_npu_available",
+        "is_hpu_available",
+        "is_xpu_available",
+        "is_neuron_available",
+    )
+    return any(getattr(au, name, lambda: False)() for name in checks)

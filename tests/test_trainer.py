@@ -1,13 +1,16 @@
-"""The Trainer subclass: in-order prediction under length grouping, precomputed lengths, parameter groups."""
+"""The Trainer subclass: in-order prediction under length grouping, precomputed lengths, parameter groups, losses
+that do not scale with accumulation steps, and launches that must be distributed."""
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 from transformers import trainer as hf_trainer
 
+from bertcls import arguments
 from bertcls.arguments import ClassificationTrainingArguments
+from bertcls.errors import UserError
 from bertcls.optim import layer_depth, parameter_groups
 from bertcls.trainer import ClassificationTrainer, predict_in_order
 
@@ -82,3 +85,56 @@ def test_without_layerwise_decay_there_are_two_groups(tiny_model):
         ("all/decay", 0.1, 1e-3),
     ]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+@pytest.mark.slow
+def test_loss_and_gradients_do_not_grow_with_gradient_accumulation(tiny_model, tokenizer, rows, tmp_path):
+    """transformers 5.24 reads BERT's `**kwargs` as "the model divides its loss by num_items_in_batch" and then
+    skips the division by the accumulation steps: 8 rows x 2 steps logged twice the loss and gradient norm of
+    16 rows x 1 step on the same 16 rows. Both must match."""
+    first_step = {}
+    for batch, accumulation in ((16, 1), (8, 2)):
+        set_seed(0)  # the same fresh classifier head in both runs
+        model = AutoModelForSequenceClassification.from_pretrained(
+            tiny_model, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+        )
+        args = ClassificationTrainingArguments(
+            output_dir=str(tmp_path / str(accumulation)),
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            logging_steps=1,
+            train_sampling_strategy="sequential",
+            eval_strategy="no",
+            save_strategy="no",
+            report_to=[],
+        )
+        trainer = ClassificationTrainer(
+            model=model,
+            args=args,
+            train_dataset=rows,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        trainer.train()
+        first_step[accumulation] = trainer.state.log_history[0]
+    assert first_step[1]["loss"] == pytest.approx(0.69, abs=0.05)  # a fresh 2-class head: about ln 2
+    assert first_step[2]["loss"] == pytest.approx(first_step[1]["loss"], rel=1e-3)
+    assert first_step[2]["grad_norm"] == pytest.approx(first_step[1]["grad_norm"], rel=1e-3)
+
+
+def test_a_launch_the_trainer_does_not_see_as_distributed_is_an_error(tmp_path, monkeypatch):
+    """Two launched processes that the Trainer sets up as two worlds of one would each train and write alone."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(arguments, "distributed_accelerator_available", lambda: True)  # no CPU fallback
+    with pytest.raises(UserError, match="2 processes were launched but the Trainer set up a world of 1") as error:
+        ClassificationTrainingArguments(output_dir=str(tmp_path), report_to=[])
+    assert "--use_cpu true" in error.value.fix
+
+
+def test_evaluation_loss_is_the_mean_over_every_row(trainer_for, rows):
+    """Reported with the other whole-set metrics; 120 rows in batches of 16 leave a last batch of 8."""
+    trainer = trainer_for()
+    logits, metrics = predict_in_order(trainer, rows)
+    expected = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.tensor(rows["label"])).item()
+    assert metrics["test_loss"] == pytest.approx(expected, rel=1e-6)
