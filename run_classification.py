@@ -19,7 +19,6 @@ from bertcls.data import load_task_data
 from bertcls.errors import exit_on_user_error
 from bertcls.kfold import run_kfold
 from bertcls.logs import setup_logging
-from bertcls.losses import build_loss
 from bertcls.metrics import ComputeMetrics, load_extra_metrics, probabilities
 from bertcls.modeling import load_config, load_model, remember_preprocessing, set_labels
 from bertcls.recipes import parse_args, recipe_of
@@ -68,10 +67,9 @@ def main(argv=None) -> dict:
     tokenizer.model_max_length = data_args.max_seq_length  # pipeline(truncation=True) then cuts where training did
     compute_metrics = ComputeMetrics(len(labels), extra_metrics, labels.multi_label, threshold)
     train = tokenized.get("train") if training_args.do_train else None
-    loss = build_loss(training_args, labels, tokenized["train"]["label"] if "train" in tokenized else None)
     if training_args.kfold:
         results = run_kfold(
-            model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics, loss
+            model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics
         )
         print_summary(results, training_args.output_dir)
         return results
@@ -79,7 +77,7 @@ def main(argv=None) -> dict:
     validation = tokenized.get("validation")
     check_evaluation(training_args, validation)
     model = load_model(model_args, config)
-    trainer = build_trainer(model, training_args, tokenizer, train, validation, compute_metrics, loss)
+    trainer = build_trainer(model, training_args, tokenizer, train, validation, compute_metrics)
     main_process = trainer.is_world_process_zero()
     out = training_args.output_dir
     results, reports = {}, []
@@ -124,17 +122,23 @@ def main(argv=None) -> dict:
 
 
 def print_summary(results: dict, out: str) -> None:
-    keys = ("accuracy", "subset_accuracy", "f1_macro", "f1_micro", "loss", "samples")
-    shown = {k: v for k, v in results.items() if k.split("_", 1)[-1] in keys or k.endswith(("_mean", "_std"))}
+    def wanted(key: str) -> bool:  # test_accuracy, eval_f1_macro, kfold_eval_accuracy_mean ...
+        name = key.removeprefix("kfold_").removesuffix("_mean").removesuffix("_std").split("_", 1)[-1]
+        return name in ("accuracy", "subset_accuracy", "f1_macro", "f1_micro", "loss") or (
+            name == "samples" and not key.startswith("kfold_")
+        )
+
+    shown = {k: v for k, v in results.items() if wanted(k)}
     print(
         "\n".join(
             ["", "results:"]
-            + [f"  {k:<22} {v:.4f}" if isinstance(v, float) else f"  {k:<22} {v}" for k, v in sorted(shown.items())]
+            + [f"  {k:<32} {v:.4f}" if isinstance(v, float) else f"  {k:<32} {v}" for k, v in sorted(shown.items())]
         )
     )
     print(f"model, tokenizer and reports: {os.path.abspath(out)}")
-    if os.path.exists(os.path.join(out, "predictions.csv")):
-        print(f"test predictions:             {os.path.abspath(os.path.join(out, 'predictions.csv'))}")
+    for name, what in (("predictions.csv", "test predictions:"), ("oof_predictions.csv", "out-of-fold predictions:")):
+        if os.path.exists(os.path.join(out, name)):
+            print(f"{what:<30}{os.path.abspath(os.path.join(out, name))}")
 
 
 if __name__ == "__main__":

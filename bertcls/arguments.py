@@ -381,9 +381,9 @@ def check_early_stopping(args) -> None:
         )
     if evaluate == "steps" and save == "steps":
         eval_steps = args.eval_steps or args.logging_steps
-        if args.save_steps % eval_steps:
+        if eval_steps >= 1 and args.save_steps >= 1 and args.save_steps % eval_steps:  # (below 1: ratios)
             raise UserError(
-                f"--save_steps {args.save_steps} is not a multiple of --eval_steps {eval_steps}: early stopping "
+                f"--save_steps {args.save_steps:g} is not a multiple of --eval_steps {eval_steps:g}: early stopping "
                 "could pick an evaluation that has no checkpoint",
-                fix=f"pass --save_steps {eval_steps}",
+                fix=f"pass --save_steps {eval_steps:g}",
             )

@@ -60,7 +60,7 @@ def summarize(fold_metrics: list[dict]) -> tuple[dict, dict]:
 
 
 def run_kfold(
-    model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics, loss
+    model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics
 ) -> dict:
     """Train, validate and predict K folds; write the out-of-fold and ensemble outputs. Returns the flat results."""
     k, out = training_args.kfold, training_args.output_dir
@@ -88,7 +88,7 @@ def run_kfold(
         set_seed(training_args.seed)  # every fold's model starts from the same initialization
         held = train.select(held_rows)
         trainer = build_trainer(
-            load_model(model_args, config), fold_args, tokenizer, train.select(train_rows), held, compute_metrics, loss
+            load_model(model_args, config), fold_args, tokenizer, train.select(train_rows), held, compute_metrics
         )
         main_process = trainer.is_world_process_zero()
         trainer.train()
@@ -128,7 +128,8 @@ def run_kfold(
     if not main_process:
         return results
 
-    rows = train.select_columns([c for c in ("text", "text_pair") if c in train.column_names]).to_pandas()
+    texts = task.splits["train"]  # the same rows as `train`, before tokenizing
+    rows = texts.select_columns([c for c in ("text", "text_pair") if c in texts.column_names]).to_pandas()
     rows["label"] = [_label_names(v, labels) for v in train["label"]]
     rows["fold"] = folds
     outputs.write_predictions(

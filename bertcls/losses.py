@@ -4,9 +4,12 @@ multi-label, and R-Drop's symmetric KL term.
 ClassificationTrainer.compute_loss calls `ClassificationLoss` for every model, the stock head and the custom
 EncoderClassifier alike; EncoderClassifier.forward(labels=...) uses `classification_loss`, the same plain loss.
 Every loss is a mean over the batch's rows, so the Trainer divides it by the gradient-accumulation steps and DDP's
-gradient averaging gives the mean over all devices.
+gradient averaging gives the mean over all devices. With class weights the mean is weighted, as in torch's
+weighted cross-entropy (sum of w_y * loss / sum of w_y), per batch: micro-batches of an accumulated step count
+equally whatever their weight sums.
 """
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +17,8 @@ import torch
 from torch.nn import functional as F
 
 from .errors import UserError
+
+logger = logging.getLogger(__name__)
 
 MULTI_LABEL = "multi_label_classification"
 
@@ -117,7 +122,7 @@ def class_weight_vector(setting: list[str], train_label_ids, names: list[str]) -
 
 
 def build_loss(training_args, labels, train_label_ids=None) -> ClassificationLoss:
-    """The run's loss from the training options and the train split's labels (for class_weights auto)."""
+    """The run's loss from the training options and the train split's label ids (for class_weights auto)."""
     weights_set = (training_args.class_weights or ["none"]) != ["none"]
     smoothing = training_args.label_smoothing_factor
     if labels.multi_label:
@@ -131,10 +136,11 @@ def build_loss(training_args, labels, train_label_ids=None) -> ClassificationLos
     if training_args.loss == "focal" and smoothing:
         raise UserError("--loss focal and --label_smoothing_factor do not combine", fix="pass one of them")
     weights = None
-    if weights_set:
-        if train_label_ids is None and training_args.class_weights == ["auto"]:
-            raise UserError("--class_weights auto needs training data", fix="pass --train_file, or a list of weights")
+    if weights_set and train_label_ids is None and training_args.class_weights == ["auto"]:
+        logger.info("--class_weights auto: no training rows to count, so the (evaluation) loss is unweighted")
+    elif weights_set:
         weights = class_weight_vector(training_args.class_weights, train_label_ids, list(labels.names))
+        logger.info("class weights: %s", dict(zip(labels.names, [round(w, 4) for w in weights.tolist()])))
     return ClassificationLoss(
         multi_label=labels.multi_label,
         kind=training_args.loss,

@@ -134,6 +134,11 @@ def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, thres
     no `score` column: each label's own probability is in its `prob_<label>` column."""
     names = list(labels.names)
     frame = input_rows.reset_index(drop=True).copy()
+    for column in frame.columns:  # list cells (multi-label json input) as JSON, not numpy's array repr
+        if frame[column].map(lambda v: isinstance(v, (list, np.ndarray))).any():
+            frame[column] = frame[column].map(
+                lambda v: json.dumps(list(v), ensure_ascii=False) if v is not None else v
+            )
     if labels.multi_label:
         chosen = decide(probs, multi_label=True, threshold=threshold)
         frame["prediction"] = [labels.delimiter.join(n for n, on in zip(names, row) if on) for row in chosen]

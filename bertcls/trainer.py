@@ -24,7 +24,8 @@ from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
 from .adversarial import FGM
 from .errors import UserError
-from .losses import MULTI_LABEL, ClassificationLoss
+from .labels import LabelSpace
+from .losses import MULTI_LABEL, ClassificationLoss, build_loss
 from .metrics import probabilities
 from .optim import parameter_groups
 from .tokenization import aggregate_windows
@@ -40,9 +41,7 @@ class ClassificationTrainer(Trainer):
         super().__init__(*args, **kwargs)
         # Our loss never uses the Trainer's count of label items, so it need not be counted (or gathered under DDP).
         self.model_accepts_loss_kwargs = False
-        if loss is None:
-            loss = ClassificationLoss(multi_label=getattr(self.model.config, "problem_type", None) == MULTI_LABEL)
-        self.loss = loss
+        self.loss = loss if loss is not None else loss_for(self.args, self.model.config, self.train_dataset)
         self.fgm = None
         if getattr(self.args, "adversarial", "none") == "fgm":
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
@@ -116,7 +115,17 @@ class ClassificationTrainer(Trainer):
         return None  # accelerate shards the dataset in order and gather_for_metrics restores it
 
 
-def build_trainer(model, args, tokenizer, train, validation, compute_metrics, loss) -> ClassificationTrainer:
+def loss_for(args, config, train_dataset=None) -> ClassificationLoss:
+    """The loss the training options ask for, over the model's labels; class_weights auto counts train's labels."""
+    names = tuple(config.id2label[i] for i in range(config.num_labels))
+    labels = LabelSpace(names, multi_label=getattr(config, "problem_type", None) == MULTI_LABEL)
+    label_ids = None
+    if train_dataset is not None and "label" in train_dataset.column_names and not labels.multi_label:
+        label_ids = train_dataset["label"]
+    return build_loss(args, labels, label_ids)
+
+
+def build_trainer(model, args, tokenizer, train, validation, compute_metrics) -> ClassificationTrainer:
     """The run's Trainer: length-sorted evaluation rows, per-batch padding, our loss, and early stopping when asked."""
     check_metric_for_best_model(args, compute_metrics)
     callbacks = []
@@ -132,7 +141,6 @@ def build_trainer(model, args, tokenizer, train, validation, compute_metrics, lo
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if args.fp16 or args.bf16 else None),
         compute_metrics=compute_metrics,
         callbacks=callbacks,
-        loss=loss,
     )
 
 
@@ -155,10 +163,11 @@ def check_metric_for_best_model(args, compute_metrics) -> None:
     if not metric or known is None:
         return
     name = metric.removeprefix("eval_")
-    if name not in known | {"loss"}:
+    known = (known - {"samples"}) | {"loss"}
+    if name not in known:
         raise UserError(
             f"--metric_for_best_model {metric}: evaluation reports no such metric",
-            fix=f"use one of {', '.join(sorted(known | {'loss'}))}",
+            fix=f"use one of {', '.join(sorted(known))}",
         )
 
 
