@@ -120,15 +120,15 @@ def loss_for(args, config, train_dataset=None) -> ClassificationLoss:
     names = tuple(config.id2label[i] for i in range(config.num_labels))
     labels = LabelSpace(names, multi_label=getattr(config, "problem_type", None) == MULTI_LABEL)
     label_ids = None
-    if train_dataset is not None and "label" in train_dataset.column_names and not labels.multi_label:
+    if "label" in (getattr(train_dataset, "column_names", None) or ()) and not labels.multi_label:
         label_ids = train_dataset["label"]
     return build_loss(args, labels, label_ids)
 
 
-def build_trainer(model, args, tokenizer, train, validation, compute_metrics) -> ClassificationTrainer:
+def build_trainer(model, args, tokenizer, train, validation, compute_metrics, callbacks=()) -> ClassificationTrainer:
     """The run's Trainer: length-sorted evaluation rows, per-batch padding, our loss, and early stopping when asked."""
     check_metric_for_best_model(args, compute_metrics)
-    callbacks = []
+    callbacks = list(callbacks)
     if args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
     return ClassificationTrainer(

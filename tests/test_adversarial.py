@@ -158,3 +158,31 @@ def test_rdrop_runs_two_dropout_passes_in_one_forward(make_trainer, rows, tokeni
             trainer.model(**{k: v for k, v in batch.items() if k != "labels"}).logits, batch["labels"]
         )
     assert eval_loss.item() == pytest.approx(plain.item(), rel=1e-5)  # no R-Drop outside training
+
+
+def test_fgm_finds_the_word_embeddings_of_the_custom_head(tiny_model, tokenizer, tmp_path):
+    from bertcls.modeling import EncoderClassifier, load_config
+
+    model_args = type(
+        "M",
+        (),
+        {
+            "model_name_or_path": tiny_model,
+            "cache_dir": None,
+            "model_revision": "main",
+            "trust_remote_code": False,
+            "head": "mlp",
+            "pooling": "mean",
+            "head_hidden_size": None,
+            "head_dropout": None,
+            "head_activation": "gelu",
+        },
+    )()
+    config = load_config(model_args)
+    config.num_labels = 2
+    model = EncoderClassifier(config)
+    args = ClassificationTrainingArguments(
+        output_dir=str(tmp_path), adversarial="fgm", report_to="none", eval_strategy="no"
+    )
+    trainer = ClassificationTrainer(model=model, args=args, processing_class=tokenizer)
+    assert trainer.fgm.weight is model.encoder.embeddings.word_embeddings.weight

@@ -1,4 +1,5 @@
-"""FGM and R-Drop under DDP (two CPU processes, gloo): no hang, replicas stay identical, one all-reduce per step."""
+"""FGM and R-Drop under DDP (two CPU processes, gloo): no hang, replicas stay identical, one all-reduce per step,
+and the eval loss is the mean loss."""
 
 import json
 import os
@@ -24,6 +25,8 @@ def test_fgm_and_rdrop_under_ddp_sync_once_per_step_and_keep_replicas_equal(tiny
         assert ranks[0][mode]["steps"] == 3
         # Gradients were averaged: both replicas took identical optimizer steps.
         assert ranks[0][mode]["checksum"] == pytest.approx(ranks[1][mode]["checksum"], abs=1e-9)
+        # The Trainer's eval loss over both processes is the plain mean loss (5.24's own loss path doubled it).
+        assert ranks[0][mode]["eval_loss"] == pytest.approx(ranks[0][mode]["eval_loss_by_hand"], rel=1e-4)
     # FGM's extra backward and R-Drop's doubled batch add no all-reduce: the clean backward is not synced.
     assert ranks[0]["fgm_rdrop"]["all_reduces"] == ranks[0]["plain"]["all_reduces"] > 0
     assert ranks[0]["plain"]["checksum"] != pytest.approx(ranks[0]["fgm_rdrop"]["checksum"], abs=1e-6)

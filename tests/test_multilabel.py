@@ -146,3 +146,14 @@ def test_multi_label_end_to_end(tiny_model, write, tmp_path):
     reread = pd.read_csv(again, keep_default_na=False)
     assert reread["prediction"].tolist() == frame["prediction"].tolist()
     assert np.allclose(reread["prob_财经"], frame["prob_财经"], atol=1e-5)
+
+
+def test_dataset_folder_with_class_label_lists(tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
+
+    features = Features({"text": Value("string"), "label": List(ClassLabel(names=["neg", "pos", "meh"]))})
+    train = Dataset.from_dict({"text": ["a", "b", "c", "d"], "label": [[0, 1], [1], [], [2, 0]]}, features=features)
+    DatasetDict({"train": train}).save_to_disk(str(tmp_path / "ds"))
+    task = load_task_data(data_args(dataset_name=str(tmp_path / "ds"), validation_split_percentage=0), seed=0)
+    assert task.labels.multi_label and task.labels.names == ("meh", "neg", "pos")
+    assert task.splits["train"]["label"] == [[0, 1, 1], [0, 0, 1], [0, 0, 0], [1, 1, 0]]
