@@ -12,18 +12,19 @@ import logging
 import os
 import sys
 
-from transformers import DataCollatorWithPadding, set_seed
+from transformers import set_seed
 
 from bertcls import outputs
 from bertcls.data import load_task_data
 from bertcls.errors import exit_on_user_error
 from bertcls.interrupt import INTERRUPTED_EXIT_CODE, GracefulInterrupt
+from bertcls.kfold import run_kfold
 from bertcls.logs import setup_logging
-from bertcls.metrics import ComputeMetrics, load_extra_metrics
+from bertcls.metrics import ComputeMetrics, load_extra_metrics, probabilities
 from bertcls.modeling import load_config, load_model, remember_preprocessing, set_labels
 from bertcls.recipes import parse_args, recipe_of
-from bertcls.tokenization import check_settings, load_tokenizer, tokenize_splits
-from bertcls.trainer import ClassificationTrainer, longest_first, predict_in_order
+from bertcls.tokenization import check_settings, encode_windows, load_tokenizer, tokenize_splits
+from bertcls.trainer import build_trainer, check_evaluation, predict_split
 
 logger = logging.getLogger("run_classification")
 
@@ -44,7 +45,11 @@ def main(argv=None) -> dict:
     # Rank 0 reads and tokenizes first and fills the datasets cache; the other ranks then read the cache.
     with training_args.main_process_first(desc="load and tokenize data"):
         task = load_task_data(
-            data_args, training_args.seed, known_labels=list(config.id2label.values()), cache_dir=model_args.cache_dir
+            data_args,
+            training_args.seed,
+            known_labels=list(config.id2label.values()),
+            cache_dir=model_args.cache_dir,
+            hold_out=not training_args.kfold,  # k-fold holds out each fold in turn instead
         )
         tokenized, _ = tokenize_splits(
             task.splits,
@@ -53,29 +58,28 @@ def main(argv=None) -> dict:
             data_args.preprocessing_num_workers,
             load_from_cache=not data_args.overwrite_cache,
         )
-    set_labels(config, task.labels)
-    remember_preprocessing(config, data_args)
+        # Long test texts: every window of the text is classified (--sliding_window), not only its start.
+        windows = {}
+        if data_args.sliding_window and "test" in task.splits:
+            windows["test"] = encode_windows(task.splits["test"], tokenizer, data_args)
+    labels, threshold = task.labels, data_args.multi_label_threshold
+    set_labels(config, labels)
+    remember_preprocessing(config, data_args, labels)
     tokenizer.model_max_length = data_args.max_seq_length  # pipeline(truncation=True) then cuts where training did
-
+    compute_metrics = ComputeMetrics(len(labels), extra_metrics, labels.multi_label, threshold)
     train = tokenized.get("train") if training_args.do_train else None
+    if training_args.kfold:
+        results = run_kfold(
+            model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics
+        )
+        outputs.print_summary(results, training_args.output_dir)
+        return results
+
     validation = tokenized.get("validation")
-    if validation is None and training_args.eval_strategy != "no":
-        logger.info("no validation split: evaluation during training is off")
-        training_args.eval_strategy = "no"
+    check_evaluation(training_args, validation)
+    model = load_model(model_args, config)
     interrupt = GracefulInterrupt()  # Ctrl-C / SIGTERM: save a checkpoint and stop cleanly
-    trainer = ClassificationTrainer(
-        model=load_model(model_args, config),
-        args=training_args,
-        train_dataset=train,
-        # Sorted longest first: evaluation batches then hold rows of similar length (little padding).
-        eval_dataset=validation.select(longest_first(validation)) if validation is not None else None,
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(
-            tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None
-        ),
-        compute_metrics=ComputeMetrics(len(task.labels), extra_metrics),
-        callbacks=[interrupt],
-    )
+    trainer = build_trainer(model, training_args, tokenizer, train, validation, compute_metrics, [interrupt])
     main_process = trainer.is_world_process_zero()
     out = training_args.output_dir
     results, reports = {}, []
@@ -94,20 +98,22 @@ def main(argv=None) -> dict:
                 out,
             )
             sys.exit(INTERRUPTED_EXIT_CODE)
-        trainer.save_model()  # the unwrapped model and its tokenizer, written by the main process only
+        trainer.save_model()  # unwrapped model + tokenizer (the best under early stopping), main process only
         results.update(train_result.metrics, train_samples=len(train))
         if main_process:
             trainer.state.save_to_json(os.path.join(out, "trainer_state.json"))
             outputs.write_json(os.path.join(out, "train_results.json"), train_result.metrics)
 
-    names = list(task.labels.names)
     for split, prefix, wanted in (
         ("validation", "eval", training_args.do_eval),
         ("test", "test", training_args.do_predict),
     ):
         if not wanted or split not in tokenized:
             continue
-        logits, metrics = predict_in_order(trainer, tokenized[split], metric_key_prefix=prefix)
+        logits, metrics = predict_split(
+            trainer, tokenized[split], prefix, compute_metrics, windows.get(split), data_args.window_aggregation
+        )
+        probs = probabilities(logits, labels.multi_label)
         labelled = "label" in tokenized[split].column_names
         if labelled:
             results.update(metrics)
@@ -115,36 +121,18 @@ def main(argv=None) -> dict:
             continue
         if labelled:
             outputs.write_json(os.path.join(out, f"{prefix}_results.json"), metrics)
-            reports.append(outputs.split_report(out, split, tokenized[split]["label"], logits, names))
+            reports.append(outputs.split_report(out, split, tokenized[split]["label"], probs, labels, threshold))
         if split == "test":
-            frame = outputs.predictions_frame(task.raw_test.to_pandas(), logits, names)
+            frame = outputs.predictions_frame(task.raw_test.to_pandas(), probs, labels, threshold)
             outputs.write_predictions(os.path.join(out, "predictions.csv"), frame)
 
     if main_process:
         recipe = recipe_of(model_args, data_args, training_args)
-        outputs.write_json(os.path.join(out, "recipe.json"), recipe)
-        if reports:
-            outputs.write_text(os.path.join(out, "classification_report.txt"), "\n".join(reports))
-        outputs.plot_learning_curve(os.path.join(out, "learning_curve.png"), trainer.state.log_history, "accuracy")
-        task_name = "sentence-pair" if task.is_pair else "text"
-        card = outputs.model_card(model_args.model_name_or_path, task_name, names, results, recipe)
-        outputs.write_text(os.path.join(out, "README.md"), card)
-        outputs.write_json(os.path.join(out, outputs.FINISHED_MARKER), results)  # last: marks the run finished
-        print_summary(results, out)
-    return results
-
-
-def print_summary(results: dict, out: str) -> None:
-    shown = {k: v for k, v in results.items() if k.split("_", 1)[-1] in ("accuracy", "f1_macro", "loss", "samples")}
-    print(
-        "\n".join(
-            ["", "results:"]
-            + [f"  {k:<22} {v:.4f}" if isinstance(v, float) else f"  {k:<22} {v}" for k, v in sorted(shown.items())]
+        outputs.finish_run(
+            out, recipe, model_args.model_name_or_path, task, results, reports, trainer.state.log_history
         )
-    )
-    print(f"model, tokenizer and reports: {os.path.abspath(out)}")
-    if os.path.exists(os.path.join(out, "predictions.csv")):
-        print(f"test predictions:             {os.path.abspath(os.path.join(out, 'predictions.csv'))}")
+        outputs.print_summary(results, out)
+    return results
 
 
 if __name__ == "__main__":

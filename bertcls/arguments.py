@@ -107,7 +107,30 @@ class DataArguments:
     text_pair_column: str | None = field(
         default=None, metadata={"help": "Column holding the second text; setting it makes this a sentence-pair task."}
     )
-    label_column: str = field(default="label", metadata={"help": "Column holding the label."})
+    label_column: str = field(
+        default="label",
+        metadata={
+            "help": "Column holding the label (for --multi_label: a JSON list, or labels cut by --label_delimiter)."
+        },
+    )
+    multi_label: bool = field(
+        default=False,
+        metadata={
+            "help": "Each row may have any number of labels (sigmoid + binary cross-entropy per label). Switched on "
+            "by itself, with a log line, when the train label column holds lists."
+        },
+    )
+    label_delimiter: str | None = field(
+        default=None,
+        metadata={
+            "help": "For --multi_label: the string between a row's labels (e.g. `|` or `,`). JSON-list cells "
+            '(`["a", "b"]`) need none. Also joins the predicted labels in predictions.csv (`|` when unset).'
+        },
+    )
+    multi_label_threshold: float = field(
+        default=0.5,
+        metadata={"help": "For --multi_label: a label is predicted when its probability is at or above this."},
+    )
     label_names: list[str] | None = field(
         default=None,
         metadata={
@@ -158,6 +181,25 @@ class DataArguments:
             "help": "For head_tail: tokens kept from the start; the rest of max_seq_length comes from the end "
             "(128 of 512 in Sun et al. 2019)."
         },
+    )
+    sliding_window: bool = field(
+        default=False,
+        metadata={
+            "help": "At prediction (the test split and `python -m bertcls.predict`): cut each long single text into "
+            "overlapping windows of max_seq_length tokens, classify every window and combine their logits "
+            "(--window_aggregation), instead of truncating. Training and validation still truncate."
+        },
+    )
+    stride: int | None = field(
+        default=None,
+        metadata={
+            "help": "For --sliding_window: tokens that consecutive windows share (the tokenizer's `stride`). "
+            "Default: a quarter of max_seq_length."
+        },
+    )
+    window_aggregation: Literal["mean", "max"] = field(
+        default="mean",
+        metadata={"help": "For --sliding_window: combine the windows' logits by their mean or per-class maximum."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
@@ -213,6 +255,68 @@ class ClassificationTrainingArguments(TrainingArguments):
             "Hub names need network access."
         },
     )
+    metric_for_best_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Metric that picks the best checkpoint (the eval_ prefix is optional). Default f1_macro when "
+            "--early_stopping_patience or --load_best_model_at_end is on."
+        },
+    )
+    # Imbalance
+    class_weights: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={
+            "help": "Per-class loss weights (single-label). none; auto: inverse class frequency in train, w_c = "
+            "(1/n_c) / mean_k(1/n_k), so the weights average 1 over classes; or one number per label in label "
+            "order, e.g. `--class_weights 1 1 3`."
+        },
+    )
+    loss: Literal["ce", "focal"] = field(
+        default="ce",
+        metadata={
+            "help": "ce: cross-entropy (binary cross-entropy per label for --multi_label). focal: focal loss "
+            "(1-p_t)^gamma * CE (Lin et al. 2017), which down-weights rows the model already gets right."
+        },
+    )
+    focal_gamma: float = field(default=2.0, metadata={"help": "For --loss focal: the focusing exponent gamma."})
+    # Early stopping
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many evaluations without improvement of metric_for_best_model, and keep the "
+            "best checkpoint (turns on load_best_model_at_end). Needs save_strategy = eval_strategy."
+        },
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "For early stopping: the least change that counts as an improvement."}
+    )
+    # Regularization
+    adversarial: Literal["none", "fgm"] = field(
+        default="none",
+        metadata={
+            "help": "fgm: adversarial training (Miyato et al. 2017): after each backward pass, move the word "
+            "embeddings by adv_epsilon along the normalized gradient, add the loss there, and restore them. One "
+            "extra forward/backward per step."
+        },
+    )
+    adv_epsilon: float = field(default=1.0, metadata={"help": "For --adversarial fgm: size of the perturbation."})
+    rdrop_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "R-Drop (Liang et al. 2021): run each training batch twice with different dropout and add alpha "
+            "x the symmetric KL divergence of the two predictions (mean over rows) to their mean loss. 0 disables."
+        },
+    )
+    # Cross-validation
+    kfold: int = field(
+        default=0,
+        metadata={
+            "help": "Train K models on K stratified folds of train (random folds for --multi_label): each fold "
+            "validates on its held-out part, out-of-fold predictions cover the train set, and the K models' "
+            "averaged probabilities make predictions.csv. 0 disables."
+        },
+    )
+    kfold_seed: int | None = field(default=None, metadata={"help": "Seed of the fold assignment (default: --seed)."})
     # `--label_names` is DataArguments' explicit label order. The Trainer's own field of that name (which input
     # keys hold labels) is fixed to None here: inputs always carry the label under `labels`.
     label_names: list[str] | None = field(default=None, init=False, repr=False)
@@ -230,12 +334,74 @@ class ClassificationTrainingArguments(TrainingArguments):
             # Trainer sets up every process as a world of one, and N copies train and write the same output_dir.
             _warn_once(f"{launched} processes launched and no GPU found: training on CPU with gloo (--use_cpu)")
             self.use_cpu = True
+        check_options(self)
+        if self.early_stopping_patience is not None:
+            check_early_stopping(self)
+            self.load_best_model_at_end = True
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            self.metric_for_best_model = "f1_macro"  # the Trainer's default, eval loss, rarely tracks the score
         super().__post_init__()
         if launched > 1 and self.world_size != launched:
             raise UserError(
                 f"{launched} processes were launched but the Trainer set up a world of {self.world_size} "
                 "(each process would train its own copy and write the same output_dir)",
                 fix="launch on machines whose accelerators torch can see, or pass --use_cpu true to train on CPU",
+            )
+
+
+def _value(strategy) -> str:
+    return getattr(strategy, "value", strategy)
+
+
+def check_options(args) -> None:
+    """Reject impossible option values before anything is loaded."""
+    weights = args.class_weights or ["none"]
+    if len(weights) == 1 and weights[0] in ("none", "auto"):
+        pass
+    else:
+        try:
+            numbers = [float(w) for w in weights]
+        except ValueError:
+            raise UserError(
+                f"--class_weights {' '.join(weights)}: expected none, auto, or one number per label",
+                fix="e.g. --class_weights auto, or --class_weights 1 1 3",
+            ) from None
+        if any(not w > 0 for w in numbers):
+            raise UserError(f"--class_weights {' '.join(weights)}: every weight must be above 0")
+    if args.focal_gamma < 0:
+        raise UserError(f"--focal_gamma must be 0 or more, got {args.focal_gamma}")
+    if args.adversarial == "fgm" and not args.adv_epsilon > 0:
+        raise UserError(f"--adv_epsilon must be above 0, got {args.adv_epsilon}")
+    if args.rdrop_alpha < 0:
+        raise UserError(f"--rdrop_alpha must be 0 or more, got {args.rdrop_alpha}")
+    if args.kfold == 1 or args.kfold < 0:
+        raise UserError(
+            f"--kfold {args.kfold}: k-fold needs at least 2 folds", fix="pass --kfold 5, or 0 to turn it off"
+        )
+
+
+def check_early_stopping(args) -> None:
+    """Early stopping keeps the best checkpoint, so evaluation and checkpoints must happen at the same moments."""
+    if args.early_stopping_patience < 1:
+        raise UserError(f"--early_stopping_patience must be at least 1, got {args.early_stopping_patience}")
+    evaluate, save = _value(args.eval_strategy), _value(args.save_strategy)
+    if evaluate == "no":
+        raise UserError(
+            "--early_stopping_patience needs evaluations, but --eval_strategy is no", fix="pass --eval_strategy epoch"
+        )
+    if save not in (evaluate, "best"):
+        raise UserError(
+            f"--early_stopping_patience keeps the best checkpoint, but --save_strategy {save} does not match "
+            f"--eval_strategy {evaluate}",
+            fix=f"pass --save_strategy {evaluate}",
+        )
+    if evaluate == "steps" and save == "steps":
+        eval_steps = args.eval_steps or args.logging_steps
+        if eval_steps >= 1 and args.save_steps >= 1 and args.save_steps % eval_steps:  # (below 1: ratios)
+            raise UserError(
+                f"--save_steps {args.save_steps:g} is not a multiple of --eval_steps {eval_steps:g}: early stopping "
+                "could pick an evaluation that has no checkpoint",
+                fix=f"pass --save_steps {eval_steps:g}",
             )
 
 

@@ -13,10 +13,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
 from .errors import UserError
-from .labels import LabelSpace, canonical_label
+from .labels import LabelSpace, canonical_label, label_list
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Source:
 class TaskData:
     """The standardized splits and what the model needs to know about them."""
 
-    splits: DatasetDict  # columns: text, [text_pair], [label as ClassLabel]
+    splits: DatasetDict  # columns: text, [text_pair], [label: ClassLabel, or multi-hot floats for multi-label]
     labels: LabelSpace
     is_pair: bool
     raw_test: Dataset | None = None  # test rows with the user's own columns, for predictions.csv
@@ -241,9 +241,10 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
     """
     text_col, pair_col, label_col = data_args.text_column, data_args.text_pair_column, data_args.label_column
     with_label = labels is not None and label_col in ds.column_names
-    if with_label and split == "test" and all(canonical_label(v) is None for v in ds[label_col]):
+    if with_label and split == "test" and all(_missing(v) for v in ds[label_col]):
         with_label = False  # an empty label column in a test file means "unlabelled"
     label2id = labels.label2id if labels else {}
+    multi_label = labels is not None and labels.multi_label
 
     def convert(batch, indices):
         out = {"text": [], "_problem": [], "_row": indices}
@@ -262,7 +263,15 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
                 if pair is None and problem is None:
                     problem = f"empty text in column {pair_col!r}"
                 out["text_pair"].append(pair or "")
-            if with_label:
+            if with_label and multi_label:
+                names = label_list(batch[label_col][i], data_args.label_delimiter)
+                unknown = [n for n in names or () if n not in label2id]
+                if names is None:
+                    problem = problem or f"missing label in column {label_col!r}"
+                elif unknown:
+                    problem = f"unknown label {unknown[0]!r}"
+                out["label"].append(multi_hot(names or (), label2id))
+            elif with_label:
                 name = canonical_label(batch[label_col][i])
                 if name is None:
                     problem = problem or f"missing label in column {label_col!r}"
@@ -276,7 +285,9 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
     if pair_col:
         features["text_pair"] = Value("string")
     if with_label:
-        features["label"] = ClassLabel(names=list(labels.names))
+        features["label"] = (
+            List(Value("float32"), length=len(labels)) if multi_label else ClassLabel(names=list(labels.names))
+        )
     converted = ds.map(
         convert,
         batched=True,
@@ -301,6 +312,19 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
             "%s: dropped %d rows (--drop_invalid_rows): %s", split, dropped, _describe_problems(by_problem, source)
         )
     return converted.remove_columns(["_problem", "_row"]), dropped
+
+
+def multi_hot(names, label2id: dict[str, int]) -> list[float]:
+    """1.0 at each known label's id, 0.0 elsewhere (unknown labels are reported by the caller)."""
+    vector = [0.0] * len(label2id)
+    for name in names:
+        if name in label2id:
+            vector[label2id[name]] = 1.0
+    return vector
+
+
+def _missing(value) -> bool:
+    return canonical_label(value) is None if not isinstance(value, (list, tuple)) else False
 
 
 def _as_text(value) -> str | None:
@@ -332,9 +356,14 @@ def _problem_fix(unknown: dict, split: str, data_args) -> str:
 
 
 def load_task_data(
-    data_args, seed: int, known_labels: list[str] | None = None, cache_dir: str | None = None
+    data_args,
+    seed: int,
+    known_labels: list[str] | None = None,
+    cache_dir: str | None = None,
+    hold_out: bool = True,
 ) -> TaskData:
-    """Read every split, build the label space from train, standardize, and hold out a validation split."""
+    """Read every split, build the label space from train, standardize, and hold out a validation split
+    (unless `hold_out` is False: k-fold makes its own)."""
     raw, sources = {}, {}
     if data_args.dataset_name:
         for split, ds in read_hub_dataset(data_args, cache_dir).items():
@@ -353,13 +382,23 @@ def load_task_data(
         )
     for split, ds in raw.items():
         check_columns(ds, sources[split], data_args, need_label=split != "test")
+    multi_label = is_multi_label(raw, data_args, sources)
 
     if "train" in raw:
+        train_labels = raw["train"][data_args.label_column]
+        if multi_label:
+            train_labels = [label_list(v, data_args.label_delimiter) for v in train_labels]
         labels = LabelSpace.from_train(
-            raw["train"][data_args.label_column], data_args.label_names, sources["train"].name
+            train_labels,
+            data_args.label_names,
+            sources["train"].name,
+            multi_label=multi_label,
+            delimiter=data_args.label_delimiter,
         )
     elif data_args.label_names or known_labels:
-        labels = LabelSpace(tuple(data_args.label_names or known_labels))
+        labels = LabelSpace(
+            tuple(data_args.label_names or known_labels), multi_label, data_args.label_delimiter or "|"
+        )
     else:
         raise UserError(
             "no training data to learn the labels from", fix="pass --train_file, or --label_names for evaluation only"
@@ -376,9 +415,9 @@ def load_task_data(
             f" ({dropped[split]} dropped)" if dropped[split] else "",
         )
 
-    if "validation" not in splits and "train" in splits and data_args.validation_split_percentage > 0:
+    if hold_out and "validation" not in splits and "train" in splits and data_args.validation_split_percentage > 0:
         splits["train"], splits["validation"] = hold_out_validation(
-            splits["train"], data_args.validation_split_percentage, seed
+            splits["train"], data_args.validation_split_percentage, seed, stratify=not multi_label
         )
 
     limits = {
@@ -391,9 +430,44 @@ def load_task_data(
     return TaskData(DatasetDict(splits), labels, bool(data_args.text_pair_column), raw_test, dropped)
 
 
+def is_multi_label(raw: dict, data_args, sources: dict) -> bool:
+    """--multi_label, or a train label column holding lists (switched on with a log line). Checks that every
+    labelled split's labels can be read as lists, naming the first row that cannot."""
+    column = data_args.label_column
+    multi_label = data_args.multi_label
+    if not multi_label and "train" in raw and isinstance(raw["train"].features.get(column), List):
+        logger.info("train column %r holds lists: multi-label classification (--multi_label)", column)
+        multi_label = True
+    if not multi_label:
+        if data_args.label_delimiter:
+            raise UserError("--label_delimiter is set, but --multi_label is not", fix="add --multi_label")
+        return False
+    for split, ds in raw.items():
+        if column not in ds.column_names:
+            continue
+        for i, value in enumerate(ds[column]):
+            try:
+                label_list(value, data_args.label_delimiter)
+            except ValueError:
+                raise UserError(
+                    f"{sources[split].rows([i])}: multi-label column {column!r} holds {value!r}, which is neither a "
+                    "JSON list nor cut by a delimiter",
+                    fix="pass --label_delimiter (e.g. `|` or `,`) to say what separates a row's labels",
+                ) from None
+    return True
+
+
 def _names_from_class_label(ds: Dataset, label_column: str) -> Dataset:
     """Hub datasets store labels as ClassLabel ids; use their names so messages and predictions show names."""
     feature = ds.features.get(label_column)
+    if isinstance(feature, List) and isinstance(feature.feature, ClassLabel):  # multi-label ids
+        names = feature.feature
+        return ds.map(
+            lambda v: {label_column: [[names.int2str(x) for x in row] if row is not None else None for row in v]},
+            batched=True,
+            input_columns=label_column,
+            features=Features({**ds.features, label_column: List(Value("string"))}),
+        )
     if isinstance(feature, ClassLabel):
         ds = ds.cast_column(label_column, Value("int64"))
         ds = ds.map(
@@ -405,19 +479,30 @@ def _names_from_class_label(ds: Dataset, label_column: str) -> Dataset:
     return ds
 
 
-def hold_out_validation(train: Dataset, percentage: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Stratified by label and seeded; falls back to a plain random split (with a warning) when a class is too rare."""
+def hold_out_validation(
+    train: Dataset, percentage: float, seed: int, stratify: bool = True
+) -> tuple[Dataset, Dataset]:
+    """Stratified by label and seeded; falls back to a plain random split (with a warning) when a class is too rare.
+    Multi-label rows (`stratify=False`) have no single label to stratify by: the split is random."""
     test_size = percentage / 100
+    how = "stratified"
     try:
+        if not stratify:
+            raise ValueError("multi-label rows have no single class")
         parts = train.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
     except ValueError as e:
-        logger.warning("validation split is not stratified (%s); holding out a random %.1f%% instead", e, percentage)
+        if stratify:
+            logger.warning(
+                "validation split is not stratified (%s); holding out a random %.1f%% instead", e, percentage
+            )
+        how = "random"
         parts = train.train_test_split(test_size=test_size, seed=seed)
     logger.info(
-        "no validation data given: held out %d of %d train rows (%.1f%%, stratified, seed %d)",
+        "no validation data given: held out %d of %d train rows (%.1f%%, %s, seed %d)",
         len(parts["test"]),
         len(train),
         percentage,
+        how,
         seed,
     )
     return parts["train"], parts["test"]

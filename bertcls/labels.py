@@ -2,8 +2,12 @@
 
 Label values may come as ints (json), strings of digits (csv/tsv read as text), or free strings. Each value is
 turned into one canonical string, so `1`, `"1"` and `1.0` are the same label wherever they come from.
+
+Multi-label rows hold a list of labels: a JSON list (json/jsonl/parquet, or a `["a", "b"]` cell in csv/tsv), or a
+string cut by --label_delimiter (`a|b`). `[]` is a row with no labels; an empty field is a missing label.
 """
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -39,14 +43,49 @@ def default_order(names) -> list[str]:
     return sorted(names)
 
 
+def label_list(value, delimiter: str | None = None) -> list[str] | None:
+    """A multi-label row's labels as canonical strings; None when the value is missing.
+
+    Lists are taken as they are; a string holding a JSON list is parsed; any other string is cut at `delimiter`
+    (empty parts are skipped). Raises ValueError for a plain string when no delimiter is set, so that a forgotten
+    --label_delimiter never turns `a,b` into one label.
+    """
+    if isinstance(value, (list, tuple)):
+        return [n for n in (canonical_label(v) for v in value) if n is not None]
+    name = canonical_label(value)
+    if name is None:
+        return None
+    if name.startswith("["):
+        try:
+            parsed = json.loads(name)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            return label_list(parsed)
+    if delimiter is None:
+        raise ValueError(name)
+    return [n for n in (canonical_label(part) for part in name.split(delimiter)) if n is not None]
+
+
 @dataclass(frozen=True)
 class LabelSpace:
     names: tuple[str, ...]
+    multi_label: bool = False
+    # Joins a multi-label row's predicted labels in predictions.csv: --label_delimiter, or "|" for JSON lists.
+    delimiter: str = "|"
 
     @classmethod
-    def from_train(cls, train_values, label_names=None, source="train data") -> "LabelSpace":
-        """Build the label space from the training labels, or check them against an explicit `label_names`."""
-        seen = {n for n in (canonical_label(v) for v in train_values) if n is not None}
+    def from_train(
+        cls, train_values, label_names=None, source="train data", multi_label=False, delimiter=None
+    ) -> "LabelSpace":
+        """Build the label space from the training labels, or check them against an explicit `label_names`.
+
+        For multi-label data `train_values` are lists (see `label_list`) and the space is the union of their labels.
+        """
+        if multi_label:
+            seen = {n for v in train_values for n in (v or ())}
+        else:
+            seen = {n for n in (canonical_label(v) for v in train_values) if n is not None}
         if label_names:
             names = [canonical_label(n) for n in label_names]
             duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -65,7 +104,7 @@ class LabelSpace:
                 f"{source} holds only one class ({names or 'none'}); a classifier needs at least two",
                 fix="check --label_column, or add rows of the other classes",
             )
-        return cls(tuple(names))
+        return cls(tuple(names), multi_label, delimiter or "|")
 
     @property
     def label2id(self) -> dict[str, int]:

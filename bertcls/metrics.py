@@ -1,10 +1,20 @@
-"""Metrics over the whole evaluation set (never averaged per batch), computed offline with scikit-learn."""
+"""Metrics over the whole evaluation set (never averaged per batch), computed offline with scikit-learn.
+
+Single-label: argmax of the logits. Multi-label: a sigmoid per label, and every label whose probability is at or
+above the threshold is predicted; `subset_accuracy` counts rows whose whole label set is right.
+"""
 
 import logging
 import os
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    hamming_loss,
+    precision_recall_fscore_support,
+)
 
 from .errors import UserError
 
@@ -33,6 +43,44 @@ def classification_metrics(references: np.ndarray, predictions: np.ndarray, num_
     return result
 
 
+def multi_label_metrics(references: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """Multi-hot references and predictions: subset accuracy, Hamming loss, micro/macro precision, recall and F1,
+    weighted and samples-average F1. `samples` is the number of rows evaluated."""
+    references, predictions = np.asarray(references).astype(int), np.asarray(predictions).astype(int)
+    result = {
+        "subset_accuracy": accuracy_score(references, predictions),
+        "hamming_loss": hamming_loss(references, predictions),
+    }
+    for average in ("micro", "macro", "weighted", "samples"):
+        p, r, f, _ = precision_recall_fscore_support(references, predictions, average=average, zero_division=0)
+        if average in ("micro", "macro"):
+            result.update({f"precision_{average}": p, f"recall_{average}": r})
+        result[f"f1_{average}"] = f
+    result = {k: float(v) for k, v in result.items()}
+    result["samples"] = int(len(references))
+    return result
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
+def probabilities(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
+    """Softmax over classes, or a sigmoid per label for multi-label models."""
+    return sigmoid(logits) if multi_label else softmax(logits)
+
+
+def decide(probs: np.ndarray, multi_label: bool = False, threshold: float = 0.5) -> np.ndarray:
+    """Predicted class ids (single-label), or a 0/1 matrix of the labels at or above `threshold` (multi-label)."""
+    return (probs >= threshold).astype(int) if multi_label else probs.argmax(axis=-1)
+
+
 def load_extra_metrics(names: list[str]) -> list:
     """Load `evaluate` metrics up front, so a missing one fails before training, not after it."""
     if not names:
@@ -57,9 +105,18 @@ def load_extra_metrics(names: list[str]) -> list:
 class ComputeMetrics:
     """The Trainer's compute_metrics: logits and labels of the whole (gathered) evaluation set."""
 
-    def __init__(self, num_labels: int, extra_metrics: list | None = None):
+    def __init__(
+        self, num_labels: int, extra_metrics: list | None = None, multi_label: bool = False, threshold: float = 0.5
+    ):
         self.num_labels = num_labels
         self.extra_metrics = extra_metrics or []
+        self.multi_label = multi_label
+        self.threshold = threshold
+        if multi_label and self.extra_metrics:
+            raise UserError(
+                "--extra_metrics take one class id per row; they do not apply to --multi_label",
+                fix="drop --extra_metrics (micro/macro/samples F1 and subset accuracy are computed already)",
+            )
 
     def __call__(self, eval_prediction) -> dict[str, float]:
         logits = (
@@ -67,17 +124,30 @@ class ComputeMetrics:
             if isinstance(eval_prediction.predictions, tuple)
             else eval_prediction.predictions
         )
-        predictions = np.argmax(logits, axis=-1)
-        references = eval_prediction.label_ids
+        return self.score(probabilities(logits, self.multi_label), eval_prediction.label_ids)
+
+    def score(self, probs: np.ndarray, references: np.ndarray) -> dict[str, float]:
+        """The metrics of probabilities (of one model, or averaged over several) against the references."""
+        predictions = decide(probs, self.multi_label, self.threshold)
+        if self.multi_label:
+            return multi_label_metrics(references, predictions)
         result = classification_metrics(references, predictions, self.num_labels)
         for metric in self.extra_metrics:
             extra = metric.compute(predictions=predictions, references=references)
             result.update({k: float(v) for k, v in extra.items() if np.isscalar(v)})
         return result
 
+    def keys(self) -> set[str] | None:
+        """The metric names score() returns, or None when extra metrics add names known only after computing."""
+        if self.extra_metrics:
+            return None
+        if self.multi_label:
+            return set(multi_label_metrics(np.eye(2), np.eye(2)))
+        return set(classification_metrics(np.arange(self.num_labels), np.arange(self.num_labels), self.num_labels))
+
 
 def report_text(references: np.ndarray, predictions: np.ndarray, names: list[str]) -> str:
-    """Per-class precision/recall/F1/support, as scikit-learn prints it."""
+    """Per-class (per-label, for multi-hot input) precision/recall/F1/support, as scikit-learn prints it."""
     return classification_report(
         references, predictions, labels=list(range(len(names))), target_names=names, digits=4, zero_division=0
     )

@@ -15,18 +15,12 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .errors import UserError, load_error
+from .losses import MULTI_LABEL, classification_loss
 
 logger = logging.getLogger(__name__)
 
 HEAD_KEY = "bertcls_head"
 PREPROCESSING_KEY = "bertcls_preprocessing"
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
-    """Cross-entropy over classes (one label per row) or binary cross-entropy per label (multi-label)."""
-    if problem_type == "multi_label_classification":
-        return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-    return nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1))
 
 
 class EncoderClassifier(PreTrainedModel):
@@ -122,18 +116,36 @@ def load_config(model_args) -> PretrainedConfig:
     return config
 
 
-def set_labels(config: PretrainedConfig, labels, problem_type: str = "single_label_classification") -> None:
-    """num_labels, label2id, id2label and problem_type from the data, so saved models predict label names."""
+def set_labels(config: PretrainedConfig, labels) -> None:
+    """num_labels, label2id, id2label and problem_type from the data, so saved models predict label names
+    (and pipeline() applies a sigmoid per label for multi-label models)."""
     config.num_labels = len(labels)
     config.id2label = labels.id2label
     config.label2id = labels.label2id
-    config.problem_type = problem_type
+    config.problem_type = MULTI_LABEL if labels.multi_label else "single_label_classification"
 
 
-def remember_preprocessing(config: PretrainedConfig, data_args) -> None:
+# How inputs were built and predictions read; `bertcls.predict` uses the same by default.
+PREPROCESSING_KEYS = (
+    "text_column",
+    "text_pair_column",
+    "max_seq_length",
+    "truncation",
+    "truncation_side",
+    "head_tokens",
+    "sliding_window",
+    "stride",
+    "window_aggregation",
+    "multi_label_threshold",
+)
+
+
+def remember_preprocessing(config: PretrainedConfig, data_args, labels=None) -> None:
     """Store how inputs were built, so `bertcls.predict` builds them the same way by default."""
-    keys = ("text_column", "text_pair_column", "max_seq_length", "truncation", "truncation_side", "head_tokens")
-    setattr(config, PREPROCESSING_KEY, {k: getattr(data_args, k) for k in keys})
+    settings = {k: getattr(data_args, k) for k in PREPROCESSING_KEYS}
+    if labels is not None and labels.multi_label:
+        settings["label_delimiter"] = labels.delimiter
+    setattr(config, PREPROCESSING_KEY, settings)
 
 
 def _check_model_folder(name: str) -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .errors import UserError
+from .metrics import confusion, decide, report_text
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ RUN_FILES = (
     "learning_curve.png",
     "confusion_matrix_validation.png",
     "confusion_matrix_test.png",
+    "confusion_matrix_oof.png",
+    "kfold_results.json",
+    "oof_predictions.csv",
 )
 MODEL_FILES = (
     "model.safetensors",
@@ -135,23 +139,30 @@ def clear_run(out: str) -> None:
         path = os.path.join(out, name)
         if os.path.isfile(path):
             os.remove(path)
-    for checkpoint in glob.glob(os.path.join(out, "checkpoint-*")):
-        shutil.rmtree(checkpoint)
+    for folder in glob.glob(os.path.join(out, "checkpoint-*")) + glob.glob(os.path.join(out, "fold_[0-9]*")):
+        shutil.rmtree(folder)
     logger.info("cleared the earlier run in %s (--overwrite_output_dir)", out)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, threshold: float = 0.5) -> pd.DataFrame:
+    """The input columns, then `prediction`, `score` and one `prob_<label>` per class.
 
-
-def predictions_frame(input_rows: pd.DataFrame, logits: np.ndarray, names: list[str]) -> pd.DataFrame:
-    """The input columns, then `prediction` (label name), `score` (its probability), one `prob_<label>` per class."""
-    probs = softmax(logits)
+    Single-label: `prediction` is the most probable label and `score` its probability. Multi-label: `prediction`
+    holds every label at or above `threshold`, joined by the label delimiter (empty when none is), and there is
+    no `score` column: each label's own probability is in its `prob_<label>` column."""
+    names = list(labels.names)
     frame = input_rows.reset_index(drop=True).copy()
-    frame["prediction"] = [names[i] for i in probs.argmax(axis=-1)]
-    frame["score"] = probs.max(axis=-1)
+    for column in frame.columns:  # list cells (multi-label json input) as JSON, not numpy's array repr
+        if frame[column].map(lambda v: isinstance(v, (list, np.ndarray))).any():
+            frame[column] = frame[column].map(
+                lambda v: json.dumps(list(v), ensure_ascii=False) if v is not None else v
+            )
+    if labels.multi_label:
+        chosen = decide(probs, multi_label=True, threshold=threshold)
+        frame["prediction"] = [labels.delimiter.join(n for n, on in zip(names, row) if on) for row in chosen]
+    else:
+        frame["prediction"] = [names[i] for i in probs.argmax(axis=-1)]
+        frame["score"] = probs.max(axis=-1)
     for i, name in enumerate(names):
         frame[f"prob_{name}"] = probs[:, i]
     return frame
@@ -220,6 +231,8 @@ def _save_figure(fig, path: str) -> None:
 
 def model_card(model_name: str, task: str, label_names: list[str], results: dict, recipe: dict) -> str:
     """A README.md for the output folder: what the model is, its scores, and the recipe that made it."""
+    # A multi-label model's pipeline applies a sigmoid per label; top_k=None shows every label, not only the best.
+    call_end = ", top_k=None)" if task.startswith("multi-label") else ")"
     rows = "\n".join(
         f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(results.items())
     )
@@ -244,7 +257,7 @@ Labels ({len(label_names)}): {", ".join(f"`{n}`" for n in label_names)}
 ```python
 from transformers import pipeline
 classifier = pipeline("text-classification", model="path/to/this/folder")
-classifier("这家酒店的服务很好")
+classifier("这家酒店的服务很好"{call_end}
 ```
 
 or batch inference on a file: `python -m bertcls.predict --model_name_or_path path/to/this/folder --input_file F --output_file G`.
@@ -259,11 +272,30 @@ Made with bertcls `run_classification.py`; `recipe.json` in this folder re-runs 
 """
 
 
-def split_report(output_dir: str, split: str, references: np.ndarray, logits: np.ndarray, names: list[str]) -> str:
-    """Per-class report text for one labelled split, and its confusion-matrix PNG."""
-    from .metrics import confusion, report_text
+def finish_run(out: str, recipe: dict, model_name: str, task, results: dict, reports: list[str], log_history) -> None:
+    """The files every finished run ends with: recipe, reports, learning curve, model card, and all_results.json
+    written last (its presence marks the run finished). Main process only."""
+    write_json(os.path.join(out, "recipe.json"), recipe)
+    if reports:
+        write_text(os.path.join(out, "classification_report.txt"), "\n".join(reports))
+    curve_metric = "f1_macro" if task.labels.multi_label else "accuracy"
+    plot_learning_curve(os.path.join(out, "learning_curve.png"), log_history, curve_metric)
+    task_name = ("multi-label " if task.labels.multi_label else "") + ("sentence-pair" if task.is_pair else "text")
+    card = model_card(model_name, task_name, list(task.labels.names), results, recipe)
+    write_text(os.path.join(out, "README.md"), card)
+    write_json(os.path.join(out, FINISHED_MARKER), results)
 
-    predictions = logits.argmax(axis=-1)
+
+def split_report(
+    output_dir: str, split: str, references: np.ndarray, probs: np.ndarray, labels, threshold: float = 0.5
+) -> str:
+    """Per-class report text for one labelled split, and its confusion-matrix PNG (single-label only: a
+    multi-label report lists each label's precision/recall/F1 instead)."""
+    names = list(labels.names)
+    predictions = decide(probs, labels.multi_label, threshold)
+    if labels.multi_label:
+        references = np.asarray(references).astype(int)
+        return f"== {split} ({len(references)} rows, multi-label)\n{report_text(references, predictions, names)}"
     plot_confusion(
         os.path.join(output_dir, f"confusion_matrix_{split}.png"),
         confusion(references, predictions, len(names)),
@@ -271,3 +303,25 @@ def split_report(output_dir: str, split: str, references: np.ndarray, logits: np
         f"{split}: rows = true label, columns = prediction",
     )
     return f"== {split} ({len(references)} rows)\n{report_text(references, predictions, names)}"
+
+
+def print_summary(results: dict, out: str) -> None:
+    """The headline metrics and where the model and predictions are, on stdout."""
+
+    def wanted(key: str) -> bool:  # test_accuracy, eval_f1_macro, kfold_eval_accuracy_mean ...
+        name = key.removeprefix("kfold_").removesuffix("_mean").removesuffix("_std").split("_", 1)[-1]
+        return name in ("accuracy", "subset_accuracy", "f1_macro", "f1_micro", "loss") or (
+            name == "samples" and not key.startswith("kfold_")
+        )
+
+    shown = {k: v for k, v in results.items() if wanted(k)}
+    print(
+        "\n".join(
+            ["", "results:"]
+            + [f"  {k:<32} {v:.4f}" if isinstance(v, float) else f"  {k:<32} {v}" for k, v in sorted(shown.items())]
+        )
+    )
+    print(f"model, tokenizer and reports: {os.path.abspath(out)}")
+    for name, what in (("predictions.csv", "test predictions:"), ("oof_predictions.csv", "out-of-fold predictions:")):
+        if os.path.exists(os.path.join(out, name)):
+            print(f"{what:<30}{os.path.abspath(os.path.join(out, name))}")

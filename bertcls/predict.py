@@ -5,7 +5,8 @@
 Rows are read and tokenized exactly as in training (columns, max_seq_length and truncation default to what the
 model was trained with, stored in its config.json), run longest first in batches under torch.inference_mode, and
 written in input order with the same columns as predictions.csv: the input columns, `prediction`, `score`,
-`prob_<label>`.
+`prob_<label>` (multi-label models: `prediction` lists every label at or above the threshold, no `score`).
+`--sliding_window` classifies every window of a long text and combines the windows' logits.
 """
 
 import dataclasses
@@ -19,14 +20,15 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, HfArgumentParser
 
 from .arguments import DataArguments
-from .data import check_columns, read_file, standardize
+from .data import check_columns, multi_hot, read_file, standardize
 from .errors import UserError, exit_on_user_error
-from .labels import canonical_label
+from .labels import LabelSpace, canonical_label, label_list
 from .logs import setup_logging
-from .metrics import classification_metrics
-from .modeling import PREPROCESSING_KEY, load_trained_model
+from .losses import MULTI_LABEL
+from .metrics import classification_metrics, decide, multi_label_metrics, probabilities
+from .modeling import PREPROCESSING_KEY, PREPROCESSING_KEYS, load_trained_model
 from .outputs import predictions_frame, write_predictions
-from .tokenization import Encoder, check_settings, load_tokenizer
+from .tokenization import Encoder, aggregate_windows, check_settings, encode_windows, load_tokenizer
 from .trainer import longest_first
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,22 @@ class PredictArguments:
     truncation: str | None = field(default=None, metadata={"help": "Truncation strategy (default: as in training)."})
     truncation_side: str | None = field(default=None, metadata={"help": "right or left (default: as in training)."})
     head_tokens: int | None = field(default=None, metadata={"help": "For head_tail (default: as in training)."})
+    sliding_window: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Classify overlapping windows of long texts instead of truncating (default: as in training)."
+        },
+    )
+    stride: int | None = field(
+        default=None, metadata={"help": "Tokens consecutive windows share (default: as in training)."}
+    )
+    window_aggregation: str | None = field(
+        default=None,
+        metadata={"help": "mean or max of the windows' logits (default: as in training).", "choices": ["mean", "max"]},
+    )
+    multi_label_threshold: float | None = field(
+        default=None, metadata={"help": "Multi-label models: predict labels at or above this probability."}
+    )
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda when available)."}
     )
@@ -57,7 +75,7 @@ class PredictArguments:
 def data_arguments(args: PredictArguments, trained: dict) -> DataArguments:
     """Command line first, then what the model was trained with, then DataArguments' defaults."""
     chosen = {}
-    for name in ("text_column", "text_pair_column", "max_seq_length", "truncation", "truncation_side", "head_tokens"):
+    for name in PREPROCESSING_KEYS:
         value = getattr(args, name)
         chosen[name] = value if value is not None else trained.get(name, getattr(DataArguments, name, None))
     return dataclasses.replace(
@@ -95,30 +113,64 @@ def main(argv=None):
     raw, source = read_file(args.input_file, data_args)
     check_columns(raw, source, data_args, need_label=False)
     rows, _ = standardize(raw, source, data_args, labels=None, split="test")
-    encoded = rows.map(Encoder(tokenizer, data_args), batched=True, with_indices=True, desc="Tokenizing")
+    if data_args.sliding_window:
+        encoded = encode_windows(rows, tokenizer, data_args)
+    else:
+        encoded = rows.map(Encoder(tokenizer, data_args), batched=True, with_indices=True, desc="Tokenizing")
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     logits = predict_logits(model, encoded, DataCollatorWithPadding(tokenizer), args.batch_size, device)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    frame = predictions_frame(raw.to_pandas(), logits, names)
+    if data_args.sliding_window:
+        logits = aggregate_windows(logits, encoded["row"], len(rows), data_args.window_aggregation)
+        logger.info(
+            "%d rows cut into %d windows (%s of their logits)", len(rows), len(encoded), data_args.window_aggregation
+        )
+    labels = trained_labels(model.config)
+    probs = probabilities(logits, labels.multi_label)
+    frame = predictions_frame(raw.to_pandas(), probs, labels, data_args.multi_label_threshold)
     write_predictions(args.output_file, frame)
     print(f"{len(frame)} predictions written to {args.output_file}")
     if args.label_column in raw.column_names:
-        print_scores(raw[args.label_column], logits, names)
+        print_scores(
+            raw[args.label_column], decide(probs, labels.multi_label, data_args.multi_label_threshold), labels
+        )
     return frame
 
 
-def print_scores(gold: list, logits: np.ndarray, names: list[str]) -> None:
-    """Accuracy and macro-F1 when the input carries labels the model knows."""
-    ids = {name: i for i, name in enumerate(names)}
-    pairs = [(ids.get(canonical_label(g)), p) for g, p in zip(gold, logits.argmax(axis=-1))]
+def trained_labels(config) -> LabelSpace:
+    """The model's labels, in id order, and how a multi-label model joins them."""
+    trained = getattr(config, PREPROCESSING_KEY, None) or {}
+    return LabelSpace(
+        tuple(config.id2label[i] for i in range(config.num_labels)),
+        multi_label=config.problem_type == MULTI_LABEL,
+        delimiter=trained.get("label_delimiter") or "|",
+    )
+
+
+def print_scores(gold: list, predicted: np.ndarray, labels: LabelSpace) -> None:
+    """Accuracy and macro-F1 (multi-label: subset accuracy, micro- and macro-F1) when the input carries labels.
+    `predicted` holds class ids, or 0/1 rows for a multi-label model."""
+    ids = labels.label2id
+    if labels.multi_label:
+        gold_sets = [label_list(g, labels.delimiter) for g in gold]
+        pairs = list(zip(gold_sets, predicted))
+        known = [(multi_hot(g, ids), p) for g, p in pairs if g is not None and all(n in ids for n in g)]
+        if not known:
+            return
+        scores = multi_label_metrics(np.array([g for g, _ in known]), np.array([p for _, p in known]))
+        print(
+            f"scored {len(known)} of {len(pairs)} rows with known gold labels: subset accuracy "
+            f"{scores['subset_accuracy']:.4f}, micro-F1 {scores['f1_micro']:.4f}, macro-F1 {scores['f1_macro']:.4f}"
+        )
+        return
+    pairs = [(ids.get(canonical_label(g)), p) for g, p in zip(gold, predicted)]
     known = [(g, p) for g, p in pairs if g is not None]
     if not known:
         return
-    scores = classification_metrics(np.array([g for g, _ in known]), np.array([p for _, p in known]), len(names))
+    scores = classification_metrics(np.array([g for g, _ in known]), np.array([p for _, p in known]), len(labels))
     print(
         f"scored {len(known)} of {len(pairs)} rows with known gold labels: "
         f"accuracy {scores['accuracy']:.4f}, macro-F1 {scores['f1_macro']:.4f}"

@@ -26,6 +26,13 @@ class PreviewArguments:
     split: str = field(default="train", metadata={"help": "Which split to show: train, validation or test."})
 
 
+def label_text(label, label_names) -> str:
+    """A class id's name, or a multi-hot row's label names (`[]` for none)."""
+    if isinstance(label, list):
+        return str([n for n, on in zip(label_names, label) if on])
+    return label_names[label]
+
+
 def show_rows(rows, tokenizer, label_names) -> str:
     """The rows padded together, as the collator hands them to the model."""
     batch = DataCollatorWithPadding(tokenizer)(
@@ -33,7 +40,7 @@ def show_rows(rows, tokenizer, label_names) -> str:
     )
     lines = []
     for i, row in enumerate(rows):
-        label = f"  label: {label_names[row['label']]}" if "label" in row else ""
+        label = f"  label: {label_text(row['label'], label_names)}" if "label" in row else ""
         lines.append(f"row {i + 1}{label}")
         lines.append(f"  text:           {row['text']}")
         if "text_pair" in row:

@@ -19,6 +19,8 @@ from .arguments import PATH_FIELDS, ClassificationTrainingArguments, DataArgumen
 from .errors import UserError
 
 RECIPE_SUFFIXES = (".json", ".yaml", ".yml")
+# List fields that also take one word: `class_weights: auto` or `class_weights: [1, 1, 3]`.
+WORD_OR_NUMBERS = {"class_weights"}
 DATACLASSES = (ModelArguments, DataArguments, ClassificationTrainingArguments)
 
 
@@ -108,6 +110,10 @@ def check_value(action: argparse.Action, value, where: str):
     if value is None:
         return None
     is_list = action.nargs in ("+", "*")
+    if action.dest in WORD_OR_NUMBERS:
+        # `"class_weights": "auto"` and `"class_weights": [1, 1, 3]` are both natural in a recipe.
+        value = [value] if not isinstance(value, list) else value
+        value = [json.dumps(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
     if is_list and not isinstance(value, list):
         # A lone string for a list field is a common slip ("a,b"); say what shape is wanted.
         raise UserError(f"{where} must be a list, got {value!r}", fix=f'write it as ["{value}"] (a JSON list)')

@@ -95,6 +95,20 @@ def check_settings(data_args, config, tokenizer, model_name: str) -> None:
             f"--truncation {data_args.truncation} cuts one text of a pair, but this is a single-text task",
             fix="use longest_first or head_tail, or set --text_pair_column",
         )
+    if getattr(data_args, "sliding_window", False):
+        if is_pair:
+            raise UserError(
+                "--sliding_window works on single texts, but --text_pair_column is set",
+                fix="drop --sliding_window for sentence pairs (they are truncated by --truncation)",
+            )
+        room = n - specials
+        stride = window_stride(data_args)
+        if not 0 <= stride < room:
+            raise UserError(
+                f"--stride {stride} must be between 0 and {room - 1}: windows of max_seq_length {n} hold {room} "
+                "text tokens, and consecutive windows must not share all of them",
+                fix=f"pass --stride {room // 4} (a quarter of a window)",
+            )
 
 
 class Encoder:
@@ -165,6 +179,64 @@ class Encoder:
                 values = enc[key][i]
                 out[key].append([values[k] for k in keep])
         return out
+
+
+def window_stride(data_args) -> int:
+    """--stride, or a quarter of max_seq_length."""
+    return data_args.stride if data_args.stride is not None else data_args.max_seq_length // 4
+
+
+def encode_windows(rows, tokenizer: PreTrainedTokenizerBase, data_args, num_proc=None, load_from_cache=True):
+    """Cut every single text of `rows` into windows of max_seq_length tokens, consecutive windows sharing `stride`
+    tokens (the tokenizer's own overflow), so that no token is lost. Returns one dataset row per window with the
+    model inputs, its `length` and `row`, the index of the text it came from. Used by run_classification.py for
+    the test split and by `python -m bertcls.predict`; combine the windows' logits with `aggregate_windows`."""
+    max_length, stride = data_args.max_seq_length, window_stride(data_args)
+
+    def cut(batch, indices):
+        side = tokenizer.truncation_side
+        tokenizer.truncation_side = "right"  # windows run from the start of the text to its end
+        try:
+            enc = tokenizer(
+                batch["text"],
+                truncation=True,
+                max_length=max_length,
+                stride=stride,
+                return_overflowing_tokens=True,
+                verbose=False,
+            )
+        finally:
+            tokenizer.truncation_side = side
+        out = {k: enc[k] for k in TOKENIZER_OUTPUTS if k in enc}
+        out["row"] = [indices[i] for i in enc["overflow_to_sample_mapping"]]
+        out["length"] = [len(ids) for ids in enc["input_ids"]]
+        return out
+
+    return rows.map(
+        cut,
+        batched=True,
+        with_indices=True,
+        num_proc=num_proc,
+        remove_columns=rows.column_names,
+        load_from_cache_file=load_from_cache,
+        desc="Cutting windows",
+    )
+
+
+def aggregate_windows(window_logits: np.ndarray, rows, num_rows: int, how: str = "mean") -> np.ndarray:
+    """Each row's logits from its windows' logits: their mean, or their per-class maximum."""
+    rows = np.asarray(rows, dtype=np.int64)
+    width = window_logits.shape[-1]
+    if how == "max":
+        combined = np.full((num_rows, width), -np.inf, dtype=np.float64)
+        np.maximum.at(combined, rows, window_logits)
+    elif how == "mean":
+        combined = np.zeros((num_rows, width), dtype=np.float64)
+        np.add.at(combined, rows, window_logits)
+        combined /= np.bincount(rows, minlength=num_rows)[:, None]
+    else:
+        raise UserError(f"--window_aggregation must be mean or max, got {how!r}")
+    return combined.astype(window_logits.dtype)
 
 
 @dataclass

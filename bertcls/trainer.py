@@ -1,4 +1,4 @@
-"""The Trainer, with five changes that keep it fast, its outputs in order and its losses right.
+"""The Trainer, with the changes that keep it fast, its outputs in order, and its losses right.
 
 1. The optimizer's parameter groups come from optim.parameter_groups (layer-wise lr decay), built with the
    Trainer's own decay-name rule and optimizer class (`--optim`), so fused AdamW and friends still apply.
@@ -8,34 +8,57 @@
    so a run resumed after the first epoch trained on a different order than the run it continues.
 3. Evaluation and prediction run in dataset order. Under `group_by_length` the stock Trainer also shuffles
    evaluation batches by length; `predict_in_order` sorts by length itself and puts the rows back.
-4. The loss is taken as the batch mean the model returns. Because BERT-family `forward` takes `**kwargs`, the
-   stock Trainer (transformers 5.24) assumes the model sums its loss over `num_items_in_batch` and compensates:
-   it multiplies the loss by the number of processes and stops dividing it by gradient_accumulation_steps. Our
-   models return a mean, so under DDP every loss (train, eval, test) came out times the process count (1.386 for
-   0.693 on 2 processes) and so did the gradients; with accumulation, loss and gradients came out times the
-   accumulation steps.
+4. The loss is computed here, from the logits, by losses.ClassificationLoss (class weights, focal, multi-label BCE,
+   R-Drop), for the stock head and the custom head alike. It is a per-batch mean, so the Trainer divides it by the
+   gradient-accumulation steps. Because BERT-family `forward` takes `**kwargs`, the stock Trainer (transformers
+   5.24) assumes the model sums its loss over `num_items_in_batch` and compensates: it multiplies the loss by the
+   number of processes and stops dividing it by gradient_accumulation_steps. With a mean loss that made every
+   loss and gradient come out times the process count under DDP (1.386 for 0.693 on 2 processes) and times the
+   accumulation steps with accumulation.
 5. The evaluation loss is the mean over the whole (gathered) set, like every other metric. The stock loop
    averages per-batch means; under DDP the last batches are padded with repeated rows so every process gets a
    full batch, and those repeats leak into the batch means (gather_for_metrics drops repeated rows from the
    predictions, not from a batch's already-averaged loss).
+6. `--adversarial fgm` adds an adversarial forward/backward per step (training_step), `--rdrop_alpha` runs each
+   batch twice with different dropout in one forward pass (compute_loss).
 """
+
+import logging
 
 import numpy as np
 import torch
 from torch.utils.data import SequentialSampler
-from transformers import Trainer
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .modeling import classification_loss
+from .adversarial import FGM
+from .errors import UserError
+from .labels import LabelSpace
+from .losses import MULTI_LABEL, ClassificationLoss, build_loss
+from .metrics import probabilities
 from .optim import parameter_groups
+from .tokenization import aggregate_windows
+
+logger = logging.getLogger(__name__)
 
 
 class ClassificationTrainer(Trainer):
-    def __init__(self, *args, **kwargs):
+    # compute_loss returns a per-batch mean: the Trainer divides it by the gradient-accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, loss: ClassificationLoss | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        # Sequence-classification models (stock heads and bertcls.modeling.EncoderClassifier) average the loss over
-        # the batch and ignore `num_items_in_batch`; telling the Trainer so keeps its loss scaling off (change 4).
+        # Our loss never uses the Trainer's count of label items, so it need not be counted (or gathered under DDP).
         self.model_accepts_loss_kwargs = False
+        self.loss = loss if loss is not None else loss_for(self.args, self.model.config, self.train_dataset)
+        self.fgm = None
+        if getattr(self.args, "adversarial", "none") == "fgm":
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise UserError(
+                    "--adversarial fgm runs two backward passes per step, which DeepSpeed and FSDP do not allow",
+                    fix="use plain DDP (accelerate launch --multi_gpu) or drop --adversarial",
+                )
+            self.fgm = FGM(self.accelerator.unwrap_model(self.model).get_input_embeddings(), self.args.adv_epsilon)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -51,6 +74,45 @@ class ClassificationTrainer(Trainer):
             )
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The model's logits scored by self.loss; under R-Drop (training only) each row runs twice in one batch,
+        so dropout differs between the copies and DDP sees one ordinary forward/backward."""
+        labels = inputs.get("labels")
+        features = {k: v for k, v in inputs.items() if k != "labels"}
+        if labels is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.loss.rdrop_alpha > 0 and model.training:
+            outputs = model(**{k: torch.cat([v, v]) for k, v in features.items()})
+            logits_a, logits_b = outputs.logits.chunk(2)
+            loss = self.loss.rdrop(logits_a, logits_b, labels)
+            outputs.logits = logits_a
+        else:
+            outputs = model(**features)
+            loss = self.loss(outputs.logits, labels)
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.fgm is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        # Both losses are scaled like the Trainer scales its own: divided by this step's accumulation count.
+        steps = self.current_gradient_accumulation_steps
+        # The clean backward only accumulates locally. Under DDP the adversarial backward then averages the clean
+        # and adversarial gradients together (when this micro-batch syncs at all): one all-reduce per step, as
+        # without FGM. The perturbation follows this process's own gradient of this micro-batch.
+        with self.accelerator.no_sync(model), self.fgm.capture_gradient():
+            with self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs)
+            self.accelerator.backward(loss / steps)
+        with self.fgm.perturbed():
+            with self.compute_loss_context_manager():
+                adversarial_loss = self.compute_loss(model, inputs)
+            self.accelerator.backward(adversarial_loss / steps)
+        return (loss / steps).detach()  # the logged training loss is the clean one
 
     def _get_train_sampler(self, train_dataset=None):
         # self.train_dataset: the same rows in the same order as the column-stripped copy passed in, with `length`.
@@ -72,14 +134,10 @@ class ClassificationTrainer(Trainer):
         return output
 
     def whole_set_loss(self, logits, labels) -> float:
-        """The training loss (cross-entropy, or binary cross-entropy per label for multi-label) averaged over
-        every row once: what the stock heads and EncoderClassifier compute per batch."""
+        """The run's loss (class weights, focal, multi-label BCE as configured; no R-Drop term) averaged over
+        every row once."""
         logits = logits[0] if isinstance(logits, tuple) else logits
-        problem_type = getattr(self.model.config, "problem_type", None) or "single_label_classification"
-        loss = classification_loss(
-            torch.from_numpy(np.asarray(logits)).float(), torch.from_numpy(labels), problem_type
-        )
-        return loss.item()
+        return self.loss(torch.from_numpy(np.asarray(logits)).float(), torch.from_numpy(np.asarray(labels))).item()
 
     def _get_eval_sampler(self, eval_dataset):
         if self.args.world_size <= 1:
@@ -100,6 +158,62 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         self.generator.manual_seed(self.seed + epoch)
 
 
+def loss_for(args, config, train_dataset=None) -> ClassificationLoss:
+    """The loss the training options ask for, over the model's labels; class_weights auto counts train's labels."""
+    names = tuple(config.id2label[i] for i in range(config.num_labels))
+    labels = LabelSpace(names, multi_label=getattr(config, "problem_type", None) == MULTI_LABEL)
+    label_ids = None
+    if "label" in (getattr(train_dataset, "column_names", None) or ()) and not labels.multi_label:
+        label_ids = train_dataset["label"]
+    return build_loss(args, labels, label_ids)
+
+
+def build_trainer(model, args, tokenizer, train, validation, compute_metrics, callbacks=()) -> ClassificationTrainer:
+    """The run's Trainer: length-sorted evaluation rows, per-batch padding, our loss, and early stopping when asked."""
+    check_metric_for_best_model(args, compute_metrics)
+    callbacks = list(callbacks)
+    if args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
+    return ClassificationTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        # Sorted longest first: evaluation batches then hold rows of similar length (little padding).
+        eval_dataset=validation.select(longest_first(validation)) if validation is not None else None,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if args.fp16 or args.bf16 else None),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+    )
+
+
+def check_evaluation(args, validation) -> None:
+    """Without validation rows evaluation is off; early stopping cannot work then, so say so before training."""
+    if validation is not None or args.eval_strategy == "no":
+        return
+    if args.early_stopping_patience is not None or args.load_best_model_at_end:
+        raise UserError(
+            "--early_stopping_patience / --load_best_model_at_end need validation rows, and there are none",
+            fix="pass --validation_file, or a --validation_split_percentage above 0",
+        )
+    logger.info("no validation split: evaluation during training is off")
+    args.eval_strategy = "no"
+
+
+def check_metric_for_best_model(args, compute_metrics) -> None:
+    metric = args.metric_for_best_model
+    known = compute_metrics.keys() if compute_metrics is not None else None
+    if not metric or known is None:
+        return
+    name = metric.removeprefix("eval_")
+    known = (known - {"samples"}) | {"loss"}
+    if name not in known:
+        raise UserError(
+            f"--metric_for_best_model {metric}: evaluation reports no such metric",
+            fix=f"use one of {', '.join(sorted(known))}",
+        )
+
+
 def longest_first(dataset) -> np.ndarray:
     """Row order from longest to shortest: batches of similar length need little padding, and the largest
     batch comes first, so running out of memory shows at once."""
@@ -114,3 +228,22 @@ def predict_in_order(trainer: Trainer, dataset, metric_key_prefix: str = "test")
     restored = np.empty_like(logits)
     restored[order] = logits
     return restored, output.metrics
+
+
+def predict_split(trainer, dataset, prefix, compute_metrics, windows=None, aggregation="mean"):
+    """Logits for every row of a tokenized split, in row order, and its metrics when it is labelled.
+
+    With `windows` (tokenization.encode_windows of the same rows), every window is classified and each row's
+    logits combine its windows' logits; the metrics are then scored on the combined logits."""
+    if windows is None:
+        return predict_in_order(trainer, dataset, prefix)
+    unlabelled = windows.remove_columns([c for c in ("label",) if c in windows.column_names])
+    window_logits, metrics = predict_in_order(trainer, unlabelled, prefix)
+    logits = aggregate_windows(window_logits, windows["row"], len(dataset), aggregation)
+    metrics[f"{prefix}_windows"] = len(windows)
+    if "label" in dataset.column_names:
+        scores = compute_metrics.score(
+            probabilities(logits, compute_metrics.multi_label), np.asarray(dataset["label"])
+        )
+        metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
+    return logits, metrics

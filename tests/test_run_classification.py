@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoTokenizer, pipeline
 import run_classification
 from bertcls import predict
 from bertcls.modeling import HEAD_KEY, load_trained_model
+from bertcls.trainer import ClassificationTrainer
 
 from .conftest import REPO, chnsenticorp, cli, shared
 
@@ -148,14 +149,14 @@ def test_predict_cli_reproduces_predictions_csv(chnsenticorp_run, tmp_path):
 def test_optimizer_the_trainer_steps_has_the_right_groups(tiny_model, tmp_path, monkeypatch):
     """Capture the Trainer after a few real steps and inspect the optimizer it stepped."""
     captured = {}
-    original = run_classification.ClassificationTrainer.train
+    original = ClassificationTrainer.train
 
     def train_and_capture(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
         captured["trainer"] = self
         return result
 
-    monkeypatch.setattr(run_classification.ClassificationTrainer, "train", train_and_capture)
+    monkeypatch.setattr(ClassificationTrainer, "train", train_and_capture)
     argv = chnsenticorp_args(
         tiny_model,
         tmp_path / "o",
