@@ -30,5 +30,6 @@ demo:
 	$(PYTHON) -m bertcls.tiny_model --output_dir $(DEMO_MODEL) --vocab_from_files bertcls/demo/train.tsv bertcls/demo/validation.tsv bertcls/demo/test.tsv
 	$(PYTHON) run_classification.py recipes/demo.json
 
+# The quick comparison with the classic loop (about 2 minutes on 2 CPU cores); README "Performance" has the rest.
 bench:
-	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/run.py --quick

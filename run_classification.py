@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from transformers import DataCollatorWithPadding, set_seed
+from transformers import set_seed
 
 from bertcls import outputs
 from bertcls.data import load_task_data
@@ -22,7 +22,7 @@ from bertcls.metrics import ComputeMetrics, load_extra_metrics
 from bertcls.modeling import load_config, load_model, remember_preprocessing, set_labels
 from bertcls.recipes import parse_args, recipe_of
 from bertcls.tokenization import check_settings, load_tokenizer, tokenize_splits
-from bertcls.trainer import ClassificationTrainer, longest_first, predict_in_order
+from bertcls.trainer import ClassificationTrainer, longest_first, make_data_collator, predict_in_order
 
 logger = logging.getLogger("run_classification")
 
@@ -68,9 +68,7 @@ def main(argv=None) -> dict:
         # Sorted longest first: evaluation batches then hold rows of similar length (little padding).
         eval_dataset=validation.select(longest_first(validation)) if validation is not None else None,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(
-            tokenizer, pad_to_multiple_of=8 if training_args.fp16 or training_args.bf16 else None
-        ),
+        data_collator=make_data_collator(tokenizer, training_args),
         compute_metrics=ComputeMetrics(len(task.labels), extra_metrics),
     )
     main_process = trainer.is_world_process_zero()

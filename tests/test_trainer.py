@@ -9,7 +9,7 @@ from transformers import trainer as hf_trainer
 
 from bertcls.arguments import ClassificationTrainingArguments
 from bertcls.optim import layer_depth, parameter_groups
-from bertcls.trainer import ClassificationTrainer, predict_in_order
+from bertcls.trainer import ClassificationTrainer, make_data_collator, predict_in_order
 
 
 @pytest.fixture
@@ -82,3 +82,16 @@ def test_without_layerwise_decay_there_are_two_groups(tiny_model):
         ("all/decay", 0.1, 1e-3),
     ]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [({}, None), ({"bf16": True}, 8), ({"pad_to_multiple_of": 8}, 8), ({"bf16": True, "pad_to_multiple_of": 1}, None)],
+)
+def test_data_collator_pads_each_batch_to_its_longest_row(tokenizer, tmp_path, flags, expected):
+    args = ClassificationTrainingArguments(output_dir=str(tmp_path), use_cpu=True, **flags)
+    collator = make_data_collator(tokenizer, args)
+    assert collator.pad_to_multiple_of == expected
+    batch = collator([tokenizer("好好"), tokenizer("好好好好好")])  # 4 and 7 tokens with [CLS]/[SEP]
+    assert batch["input_ids"].shape == (2, 7 if expected is None else 8)
+    assert batch["attention_mask"].sum().item() == 11
