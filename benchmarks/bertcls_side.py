@@ -116,6 +116,7 @@ def main(argv=None) -> dict:
         tokenize_seconds=round(seconds, 3),
         tokenize_rows_per_s=len(train) / seconds,
         lengths=stats["train"].percentiles(),
+        data_mean_length=float(stats["train"].lengths.mean()),
         truncated_rows=stats["train"].truncated,
         rss_after_tokenize=peak_rss_mb()["peak_rss_mb"],
     )

@@ -59,6 +59,17 @@ def peak_rss_mb() -> dict:
     return {"peak_rss_mb": round(own, 1), "children_peak_rss_mb": round(children, 1)}
 
 
+def write_rows(source: str, path: str, rows: int) -> None:
+    """`rows` data rows, the source's rows over and over, under the source's header line."""
+    import itertools
+
+    with open(source, encoding="utf-8") as f:
+        header, *lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(header)
+        out.writelines(itertools.islice(itertools.cycle(lines), rows))
+
+
 def device_name(device) -> str:
     """The GPU's name for cuda, the CPU's model name otherwise."""
     import torch
@@ -133,6 +144,7 @@ class StepWindow:
             "real_tokens": real,
             "all_tokens": total,
             "padding_share": 1 - real / total if total else 0.0,
+            "window_mean_length": real / (self.steps * batch_size),  # real tokens per row in the timed steps
         }
 
 

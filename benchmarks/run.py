@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from measure import MODEL_SIZES, REPO, SHARED, VOCAB, build_model
+from measure import MODEL_SIZES, REPO, SHARED, VOCAB, build_model, write_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -63,6 +63,12 @@ BASELINE_KEY = {
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.path.join(SHARED, "chnsenticorp", "train.tsv"), help="Training rows.")
+    parser.add_argument(
+        "--data_times",
+        type=int,
+        default=1,
+        help="Use --data's rows this many times over (written to a temporary file): memory against data size.",
+    )
     parser.add_argument("--text_column", default="text_a")
     parser.add_argument("--label_column", default="label")
     parser.add_argument("--model", help="An existing model folder, instead of building one with --model_size.")
@@ -211,7 +217,7 @@ def settings(args, model: str) -> dict:
     with open(os.path.join(model, "config.json")) as f:
         config = json.load(f)
     return {
-        "data": args.data,
+        "data": getattr(args, "source_data", args.data) + (f" x {args.data_times}" if args.data_times > 1 else ""),
         "model": model,
         "layers": config["num_hidden_layers"],
         "hidden": config["hidden_size"],
@@ -276,6 +282,11 @@ def table(out: dict) -> str:
     if gpus:
         peak = next(iter(runs.values())).get("peak_bf16_tflops")
         lines += [f"GPU: {', '.join(sorted(gpus))}; MFU against {peak} TFLOP/s bf16 (--peak_tflops)"]
+    if ours := runs.get("bertcls"):
+        lines += [
+            f"mean real tokens per row: {ours['window_mean_length']:.1f} in bertcls' timed steps, "
+            f"{ours['data_mean_length']:.1f} over all rows (the timed steps are a fair sample when these agree)"
+        ]
     loads = ", ".join(f"{n} {r['load_average_before']:.1f}" for n, r in runs.items())
     lines += ["", f"1-minute load average before each process: {loads}"]
     if "knobs" in out:
@@ -308,6 +319,16 @@ def main(argv=None) -> dict:
     if not os.path.isfile(args.data):
         raise SystemExit(f"error: {args.data} not found; pass --data PATH (a .tsv/.csv with text and label columns)")
     model = args.model or build_model(args.model_size, args.vocab, child_env(args, tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix="bertcls-bench-data-") as tmp:
+        if args.data_times > 1:
+            with open(args.data, encoding="utf-8") as f:
+                rows = sum(1 for line in f if line.strip()) - 1
+            args.source_data, args.data = args.data, os.path.join(tmp, "rows" + os.path.splitext(args.data)[1])
+            write_rows(args.source_data, args.data, rows * args.data_times)
+        return compare(args, model)
+
+
+def compare(args, model: str) -> dict:
     ours = ["--bf16", "true"] if args.bf16 else []
     specs = {}  # name: (script, extra arguments)
     if not args.skip_baseline:

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-from measure import SHARED, VOCAB, build_model, set_threads, use_repo_package
+from measure import SHARED, VOCAB, build_model, set_threads, use_repo_package, write_rows
 
 
 class MemorySampler(threading.Thread):
@@ -55,15 +55,6 @@ class MemorySampler(threading.Thread):
                 if value > self.peak.get(name, 0):
                     self.peak[name] = value
             time.sleep(self.interval)
-
-
-def write_rows(source: str, path: str, rows: int) -> None:
-    """`rows` data rows: the source's rows over and over, under the source's header line."""
-    with open(source, encoding="utf-8") as f:
-        header, *lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
-    with open(path, "w", encoding="utf-8") as out:
-        out.write(header)
-        out.writelines(itertools.islice(itertools.cycle(lines), rows))
 
 
 def main(argv=None) -> list[dict]:
