@@ -63,7 +63,7 @@ def test_length_grouped_sampler_reads_the_length_column(trainer_for, rows, monke
     monkeypatch.setattr(hf_trainer.LengthGroupedSampler, "__init__", spy)
     trainer_for(train_dataset=rows).get_train_dataloader()
     assert seen["lengths"] == rows["length"][:]
-    # A plain list: the lazy datasets column reads one row per lookup (about 40 s per epoch for 1M rows).
+    # A plain list: the lazy datasets column reads one row per lookup (13.8 s per epoch for 100k rows).
     assert isinstance(seen["lengths"], list)
 
 
