@@ -14,6 +14,7 @@ bertcls.predict.predict_logits (the `python -m bertcls.predict` path).
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -161,7 +162,7 @@ def main(argv=None) -> dict:
     for way in args.predict_ways:
         start, cpu_start = time.perf_counter(), time.process_time()
         if way == "sorted":
-            logits, metrics = predict_in_order(trainer, predict_set)
+            _, metrics = predict_in_order(trainer, predict_set)
             result["predict_accuracy"] = metrics["test_accuracy"]
         elif way == "unsorted":
             trainer.predict(predict_set)
@@ -177,6 +178,7 @@ def main(argv=None) -> dict:
         result[f"{key}_seconds"] = round(seconds, 3)
         result[f"{key}_rows_per_s"] = rows / seconds
         result[f"{key}_rows_per_cpu_s"] = rows / cpu_seconds
+    shutil.rmtree(output_dir, ignore_errors=True)  # nothing is saved there; the Trainer only needs the path
     write_result(args.result_file, result)
     return result
 

@@ -16,7 +16,16 @@ import csv
 import sys
 import time
 
-from measure import StepWindow, TokenCounter, add_common_arguments, device_name, peak_rss_mb, set_threads, write_result
+from measure import (
+    StepWindow,
+    TokenCounter,
+    add_common_arguments,
+    device_name,
+    encoder_parameters,
+    peak_rss_mb,
+    set_threads,
+    write_result,
+)
 
 
 def read_rows(path: str, text_column: str, label_column: str):
@@ -75,6 +84,7 @@ def main(argv=None) -> dict:
 
     model = BertForSequenceClassification.from_pretrained(args.model, num_labels=int(labels.max()) + 1)
     model.to(device)
+    result["encoder_params"] = encoder_parameters(model)
 
     # -- train ----------------------------------------------------------------------------------------------
     dataloader = DataLoader(dataset, sampler=RandomSampler(dataset), batch_size=args.batch_size)
