@@ -30,5 +30,7 @@ demo:
 	$(PYTHON) -m bertcls.tiny_model --output_dir $(DEMO_MODEL) --vocab_from_files bertcls/demo/train.tsv bertcls/demo/validation.tsv bertcls/demo/test.tsv
 	$(PYTHON) run_classification.py recipes/demo.json
 
+# The quick comparison with the classic loop (about 1.5 minutes on 2 CPU cores); README "Performance" has the rest.
+# Extra flags: make bench BENCH_ARGS="--threads 1"
 bench:
-	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/run.py --quick $(BENCH_ARGS)
