@@ -9,6 +9,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 import run_classification
 from bertcls.arguments import ModelArguments
@@ -46,7 +47,9 @@ def start(argv, env=None):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        # The same thread count as this process: its runs are compared with this one's, and float sums
+        # differ with the number of threads (400 steps amplify that into a different eval loss).
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), **(env or {})},
     )
 
 
