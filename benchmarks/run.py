@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ KNOBS = {
     "adamw_torch (not fused)": ["--optim", "adamw_torch"],
     "2 DataLoader workers": ["--dataloader_num_workers", "2"],
     "bf16 autocast": ["--bf16", "true"],
+    "attention dropout 0 (fused CPU attention)": ["--config_overrides", "attention_probs_dropout_prob=0"],
 }
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendor's data sheets, TFLOP/s. --peak_tflops overrides.
@@ -86,6 +88,12 @@ def parse(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
     parser.add_argument("--bf16", action="store_true", help="Our side in bf16 (the baseline stays fp32).")
     parser.add_argument("--compile", action="store_true", help="Also run our side with --torch_compile.")
+    parser.add_argument(
+        "--bertcls_flags",
+        default="",
+        help="More run_classification flags for our side, as one string: "
+        "--bertcls_flags='--config_overrides attention_probs_dropout_prob=0'.",
+    )
     parser.add_argument("--skip_baseline", action="store_true", help="Only our side (e.g. GPU figures).")
     parser.add_argument("--knobs", action="store_true", help="Also run our side with one default changed at a time.")
     parser.add_argument("--repeat", type=int, default=1, help="Run each process N times; report medians.")
@@ -229,6 +237,7 @@ def settings(args, model: str) -> dict:
         "predict_batch_size": args.predict_batch_size,
         "device": args.device,
         "threads": args.threads,
+        "bertcls_flags": args.bertcls_flags,
         "cores": os.cpu_count(),
         "cpu": cpu_name(),
         "torch": torch_version(),
@@ -329,7 +338,7 @@ def main(argv=None) -> dict:
 
 
 def compare(args, model: str) -> dict:
-    ours = ["--bf16", "true"] if args.bf16 else []
+    ours = (["--bf16", "true"] if args.bf16 else []) + shlex.split(args.bertcls_flags)
     specs = {}  # name: (script, extra arguments)
     if not args.skip_baseline:
         specs["classic loop"] = ("classic_loop.py", [])

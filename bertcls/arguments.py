@@ -84,6 +84,14 @@ class ModelArguments:
     head_activation: str = field(
         default="gelu", metadata={"help": "Activation of the mlp head: any name in transformers' ACT2FN."}
     )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Change settings of the model's config before the weights load, as key=value pairs separated "
+            "by commas, e.g. attention_probs_dropout_prob=0 (on CPU this lets attention take its fused kernel: "
+            "faster and less memory, see the README's Performance section). Keys must exist in config.json.",
+        },
+    )
 
 
 @dataclass

@@ -16,6 +16,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .errors import UserError, load_error
 from .losses import MULTI_LABEL, classification_loss
+from .recipes import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ def load_config(model_args) -> PretrainedConfig:
         raise load_error(
             name, "model config", e, fix="pass a local model folder (config.json + weights) or a Hub id"
         ) from None
+    if model_args.config_overrides:
+        apply_config_overrides(config, model_args.config_overrides)
     if uses_custom_head(model_args):
         setattr(
             config,
@@ -114,6 +117,32 @@ def load_config(model_args) -> PretrainedConfig:
                 f"unknown --head_activation {model_args.head_activation!r}", fix=f"use one of {sorted(ACT2FN)[:12]}..."
             )
     return config
+
+
+def apply_config_overrides(config: PretrainedConfig, overrides: str) -> None:
+    """--config_overrides "key=value,key=value" onto the loaded config, through transformers' own parser
+    (update_from_string: values take the type of the setting they replace)."""
+    pairs = [pair.strip() for pair in overrides.split(",")]
+    malformed = [pair for pair in pairs if pair.count("=") != 1 or not pair.split("=")[0].strip()]
+    if malformed:
+        raise UserError(
+            f"--config_overrides: {malformed[0]!r} is not key=value",
+            fix="write key=value pairs separated by commas, e.g. attention_probs_dropout_prob=0,hidden_dropout_prob=0.2",
+        )
+    known = list(config.to_dict())
+    unknown = [pair.split("=")[0].strip() for pair in pairs if not hasattr(config, pair.split("=")[0].strip())]
+    if unknown:
+        raise UserError(
+            f"--config_overrides: {unknown[0]!r} is not a setting of this model's config.json",
+            fix=did_you_mean(unknown[:1], known),
+        )
+    try:
+        config.update_from_string(",".join("=".join(part.strip() for part in pair.split("=")) for pair in pairs))
+    except (ValueError, TypeError) as e:
+        raise UserError(
+            f"--config_overrides: {e}", fix="give each key a value of the type config.json holds"
+        ) from None
+    logger.info("Config overrides applied: %s", ", ".join(pairs))
 
 
 def set_labels(config: PretrainedConfig, labels) -> None:

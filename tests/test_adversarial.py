@@ -9,7 +9,7 @@ from datasets import Dataset
 from torch.nn import functional as F
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from bertcls.arguments import ClassificationTrainingArguments
+from bertcls.arguments import ClassificationTrainingArguments, ModelArguments
 from bertcls.trainer import ClassificationTrainer
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -163,21 +163,7 @@ def test_rdrop_runs_two_dropout_passes_in_one_forward(make_trainer, rows, tokeni
 def test_fgm_finds_the_word_embeddings_of_the_custom_head(tiny_model, tokenizer, tmp_path):
     from bertcls.modeling import EncoderClassifier, load_config
 
-    model_args = type(
-        "M",
-        (),
-        {
-            "model_name_or_path": tiny_model,
-            "cache_dir": None,
-            "model_revision": "main",
-            "trust_remote_code": False,
-            "head": "mlp",
-            "pooling": "mean",
-            "head_hidden_size": None,
-            "head_dropout": None,
-            "head_activation": "gelu",
-        },
-    )()
+    model_args = ModelArguments(model_name_or_path=tiny_model, head="mlp", pooling="mean")
     config = load_config(model_args)
     config.num_labels = 2
     model = EncoderClassifier(config)

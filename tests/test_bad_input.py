@@ -91,6 +91,17 @@ def run(tiny_model, write, tmp_path, capsys):
             r"argument --per_device_train_batch_size.*invalid int value: 'big'",
         ),
         (TRAIN, ["--resume_from_checkpoint", "nowhere"], r"checkpoint folder not found: nowhere"),
+        (
+            TRAIN,
+            ["--config_overrides", "attention_dropout=0"],
+            r"--config_overrides: 'attention_dropout' is not a setting .*did you mean attention_probs_dropout_prob",
+        ),
+        (
+            TRAIN,
+            ["--config_overrides", "hidden_dropout_prob"],
+            r"--config_overrides: 'hidden_dropout_prob' is not key=",
+        ),
+        (TRAIN, ["--config_overrides", "num_hidden_layers=1.5"], r"--config_overrides: invalid literal for int"),
     ],
 )
 def test_bad_data_and_flags(run, train, flags, expected):

@@ -146,3 +146,28 @@ def test_kfold_out_of_fold_and_averaged_test_predictions(tiny_model, tmp_path):
     assert results["test_accuracy"] == pytest.approx((ensemble["prediction"] == ensemble["label"]).mean())
     assert all((out / f"fold_{k}" / "model.safetensors").is_file() for k in range(3))
     assert (out / "all_results.json").is_file()
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_config_overrides_reach_the_model_that_trains(tiny_model, pooling):
+    """With every dropout overridden to 0, training-mode forwards repeat exactly; without, they differ."""
+    import torch
+
+    from bertcls.arguments import ModelArguments
+    from bertcls.modeling import load_config, load_model
+
+    def two_forwards(overrides):
+        model_args = ModelArguments(model_name_or_path=tiny_model, pooling=pooling, config_overrides=overrides)
+        config = load_config(model_args)
+        config.num_labels = 2
+        model = load_model(model_args, config).train()
+        ids = torch.tensor([[101, 2769, 1599, 3614, 102]])
+        return config, model(input_ids=ids).logits, model(input_ids=ids).logits
+
+    config, first, second = two_forwards("attention_probs_dropout_prob=0, hidden_dropout_prob = 0")
+    assert config.attention_probs_dropout_prob == 0.0 and config.hidden_dropout_prob == 0.0
+    if pooling == "mean":
+        assert config.bertcls_head["dropout"] == 0.0  # the custom head follows the overridden hidden dropout
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    _, first, second = two_forwards(None)
+    assert not torch.equal(first, second)

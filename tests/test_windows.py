@@ -8,7 +8,7 @@ from datasets import Dataset
 
 import run_classification
 from bertcls import predict
-from bertcls.arguments import DataArguments
+from bertcls.arguments import DataArguments, ModelArguments
 from bertcls.errors import UserError
 from bertcls.modeling import load_config, load_trained_model
 from bertcls.tokenization import aggregate_windows, check_settings, encode_windows
@@ -44,20 +44,7 @@ def test_aggregate_windows():
 
 
 def test_window_settings_are_checked(tiny_model, tokenizer):
-    config = load_config(
-        type(
-            "M",
-            (),
-            {
-                "model_name_or_path": tiny_model,
-                "cache_dir": None,
-                "model_revision": "main",
-                "trust_remote_code": False,
-                "head": "linear",
-                "pooling": "cls",
-            },
-        )()
-    )
+    config = load_config(ModelArguments(model_name_or_path=tiny_model))
     with pytest.raises(UserError, match="--stride 40 must be between 0 and 29"):
         check_settings(DataArguments(max_seq_length=32, sliding_window=True, stride=40), config, tokenizer, "m")
     with pytest.raises(UserError, match="--sliding_window works on single texts"):
