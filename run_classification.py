@@ -123,8 +123,7 @@ def main(argv=None) -> dict:
             outputs.write_json(os.path.join(out, f"{prefix}_results.json"), metrics)
             reports.append(outputs.split_report(out, split, tokenized[split]["label"], probs, labels, threshold))
         if split == "test":
-            frame = outputs.predictions_frame(task.raw_test.to_pandas(), probs, labels, threshold)
-            outputs.write_predictions(os.path.join(out, "predictions.csv"), frame)
+            outputs.write_test_predictions(out, task, probs, threshold)
 
     if main_process:
         recipe = recipe_of(model_args, data_args, training_args)

@@ -107,8 +107,7 @@ def run_kfold(
             trainer.state.save_to_json(os.path.join(fold_args.output_dir, "trainer_state.json"))
             outputs.write_json(os.path.join(fold_args.output_dir, "eval_results.json"), metrics)
             if "test" in fold_probs:
-                frame = outputs.predictions_frame(task.raw_test.to_pandas(), fold_probs["test"], labels, threshold)
-                outputs.write_predictions(os.path.join(fold_args.output_dir, "predictions.csv"), frame)
+                outputs.write_test_predictions(fold_args.output_dir, task, fold_probs["test"], threshold)
         del trainer
 
     mean, std = summarize(fold_metrics)
@@ -130,21 +129,14 @@ def run_kfold(
 
     texts = task.splits["train"]  # the same rows as `train`, before tokenizing
     rows = texts.select_columns([c for c in ("text", "text_pair") if c in texts.column_names]).to_pandas()
-    rows["label"] = [_label_names(v, labels) for v in train["label"]]
+    rows["label"] = [labels.join(v) if labels.multi_label else labels.names[v] for v in train["label"]]
     rows["fold"] = folds
     outputs.write_predictions(
         os.path.join(out, "oof_predictions.csv"), outputs.predictions_frame(rows, oof, labels, threshold)
     )
     if "test" in ensemble:
-        frame = outputs.predictions_frame(task.raw_test.to_pandas(), ensemble["test"], labels, threshold)
-        outputs.write_predictions(os.path.join(out, "predictions.csv"), frame)
+        outputs.write_test_predictions(out, task, ensemble["test"], threshold)
     outputs.write_json(os.path.join(out, "kfold_results.json"), summary)
     recipe = recipe_of(model_args, data_args, training_args)
     outputs.finish_run(out, recipe, model_args.model_name_or_path, task, results, reports, [])
     return results
-
-
-def _label_names(value, labels) -> str:
-    if labels.multi_label:
-        return labels.delimiter.join(n for n, on in zip(labels.names, value) if on)
-    return labels.names[value]

@@ -116,3 +116,7 @@ class LabelSpace:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def join(self, flags) -> str:
+        """A multi-label row (one 0/1 or bool per label) as its label names joined by the delimiter."""
+        return self.delimiter.join(name for name, on in zip(self.names, flags) if on)

@@ -15,6 +15,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .errors import UserError, load_error
+from .labels import LabelSpace
 from .losses import MULTI_LABEL, classification_loss
 from .recipes import did_you_mean
 
@@ -152,6 +153,16 @@ def set_labels(config: PretrainedConfig, labels) -> None:
     config.id2label = labels.id2label
     config.label2id = labels.label2id
     config.problem_type = MULTI_LABEL if labels.multi_label else "single_label_classification"
+
+
+def trained_labels(config) -> LabelSpace:
+    """The model's labels, in id order, and how a multi-label model joins them."""
+    trained = getattr(config, PREPROCESSING_KEY, None) or {}
+    return LabelSpace(
+        tuple(config.id2label[i] for i in range(config.num_labels)),
+        multi_label=config.problem_type == MULTI_LABEL,
+        delimiter=trained.get("label_delimiter") or "|",
+    )
 
 
 # How inputs were built and predictions read; `bertcls.predict` uses the same by default.

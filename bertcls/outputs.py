@@ -159,7 +159,7 @@ def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, thres
             )
     if labels.multi_label:
         chosen = decide(probs, multi_label=True, threshold=threshold)
-        frame["prediction"] = [labels.delimiter.join(n for n, on in zip(names, row) if on) for row in chosen]
+        frame["prediction"] = [labels.join(row) for row in chosen]
     else:
         frame["prediction"] = [names[i] for i in probs.argmax(axis=-1)]
         frame["score"] = probs.max(axis=-1)
@@ -171,6 +171,12 @@ def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, thres
 def write_predictions(path: str, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6f")
+
+
+def write_test_predictions(output_dir: str, task, probs: np.ndarray, threshold: float) -> None:
+    """output_dir/predictions.csv: the raw test rows, in input order, with their predictions."""
+    frame = predictions_frame(task.raw_test.to_pandas(), probs, task.labels, threshold)
+    write_predictions(os.path.join(output_dir, "predictions.csv"), frame)
 
 
 def plot_confusion(path: str, matrix: np.ndarray, names: list[str], title: str) -> None:

@@ -24,9 +24,8 @@ from .data import check_columns, multi_hot, read_file, standardize
 from .errors import UserError, exit_on_user_error
 from .labels import LabelSpace, canonical_label, label_list
 from .logs import setup_logging
-from .losses import MULTI_LABEL
 from .metrics import classification_metrics, decide, multi_label_metrics, probabilities
-from .modeling import PREPROCESSING_KEY, PREPROCESSING_KEYS, load_trained_model
+from .modeling import PREPROCESSING_KEY, PREPROCESSING_KEYS, load_trained_model, trained_labels
 from .outputs import predictions_frame, write_predictions
 from .tokenization import Encoder, aggregate_windows, check_settings, encode_windows, load_tokenizer
 from .trainer import longest_first
@@ -138,16 +137,6 @@ def main(argv=None):
             raw[args.label_column], decide(probs, labels.multi_label, data_args.multi_label_threshold), labels
         )
     return frame
-
-
-def trained_labels(config) -> LabelSpace:
-    """The model's labels, in id order, and how a multi-label model joins them."""
-    trained = getattr(config, PREPROCESSING_KEY, None) or {}
-    return LabelSpace(
-        tuple(config.id2label[i] for i in range(config.num_labels)),
-        multi_label=config.problem_type == MULTI_LABEL,
-        delimiter=trained.get("label_delimiter") or "|",
-    )
 
 
 def print_scores(gold: list, predicted: np.ndarray, labels: LabelSpace) -> None:

@@ -39,9 +39,9 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .adversarial import FGM
 from .errors import UserError
-from .labels import LabelSpace
-from .losses import MULTI_LABEL, ClassificationLoss, build_loss
+from .losses import ClassificationLoss, build_loss
 from .metrics import probabilities
+from .modeling import trained_labels
 from .optim import parameter_groups
 from .tokenization import aggregate_windows
 
@@ -168,8 +168,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 def loss_for(args, config, train_dataset=None) -> ClassificationLoss:
     """The loss the training options ask for, over the model's labels; class_weights auto counts train's labels."""
-    names = tuple(config.id2label[i] for i in range(config.num_labels))
-    labels = LabelSpace(names, multi_label=getattr(config, "problem_type", None) == MULTI_LABEL)
+    labels = trained_labels(config)
     label_ids = None
     if "label" in (getattr(train_dataset, "column_names", None) or ()) and not labels.multi_label:
         label_ids = train_dataset["label"]
