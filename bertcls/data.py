@@ -485,17 +485,16 @@ def hold_out_validation(
     """Stratified by label and seeded; falls back to a plain random split (with a warning) when a class is too rare.
     Multi-label rows (`stratify=False`) have no single label to stratify by: the split is random."""
     test_size = percentage / 100
-    how = "stratified"
-    try:
-        if not stratify:
-            raise ValueError("multi-label rows have no single class")
-        parts = train.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
-    except ValueError as e:
-        if stratify:
+    parts, how = None, "random"
+    if stratify:
+        try:
+            parts = train.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
+            how = "stratified"
+        except ValueError as e:
             logger.warning(
                 "validation split is not stratified (%s); holding out a random %.1f%% instead", e, percentage
             )
-        how = "random"
+    if parts is None:
         parts = train.train_test_split(test_size=test_size, seed=seed)
     logger.info(
         "no validation data given: held out %d of %d train rows (%.1f%%, %s, seed %d)",
