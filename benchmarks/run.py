@@ -204,13 +204,12 @@ def summary(runs: dict, args, model: str) -> dict:
             predict_cli_speedup=ratio(ours.get("predict_cli_rows_per_s"), baseline["predict_rows_per_s"]),
             tokenize_speedup=ratio(ours["tokenize_rows_per_s"], baseline["tokenize_rows_per_s"]),
         )
-    knobs = {name: run for name, run in runs.items() if name in KNOBS or name == "bertcls"}
     if args.knobs and ours:
         out["knobs"] = {  # ratios to the default run, and the padding share itself
             name: {key: ratio(run.get(key), ours.get(key)) for key, _, _ in METRICS if key in run}
             | {"padding_share": run["padding_share"]}
-            for name, run in knobs.items()
-            if name != "bertcls"
+            for name, run in runs.items()
+            if name in KNOBS
         }
         out["knobs"]["predict unsorted (Trainer.predict in row order)"] = {
             "predict_rows_per_s": ratio(ours.get("predict_unsorted_rows_per_s"), ours["predict_rows_per_s"])
