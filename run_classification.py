@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""Fine-tune a BERT-family encoder into a text classifier.
+"""Fine-tune a BERT-family encoder into a text classifier, or evaluate a fine-tuned one.
 
     python run_classification.py recipes/demo.json
     accelerate launch run_classification.py recipes/chnsenticorp/chinese-bert-wwm-ext.json --learning_rate 3e-5
+    python run_classification.py --model_name_or_path outputs/demo --do_eval --validation_file dev.tsv --output_dir e
     python run_classification.py --help          # every flag; a recipe's keys are the same names
 
-parse -> seed -> load and tokenize -> model -> Trainer -> train -> evaluate -> predict -> save.
+parse -> load the model (pretrained, or fine-tuned for eval only) -> check everything -> load and tokenize ->
+train -> evaluate -> predict -> save.
 """
 
 import logging
@@ -15,15 +17,17 @@ import sys
 from transformers import set_seed
 
 from bertcls import outputs
+from bertcls.checkpoints import check_vocabulary, load_config, load_tokenizer
+from bertcls.classifier import TrainedClassifier, remember_preprocessing
 from bertcls.data import load_task_data
 from bertcls.errors import exit_on_user_error
 from bertcls.interrupt import INTERRUPTED_EXIT_CODE, GracefulInterrupt
 from bertcls.kfold import run_kfold
 from bertcls.logs import setup_logging
 from bertcls.metrics import ComputeMetrics, load_extra_metrics, probabilities
-from bertcls.modeling import load_config, load_model, remember_preprocessing, set_labels
-from bertcls.recipes import parse_args, recipe_of
-from bertcls.tokenization import check_settings, encode_windows, load_tokenizer, tokenize_splits
+from bertcls.modeling import configure_head, load_model, set_labels
+from bertcls.recipes import given_fields, parse_args, recipe_of
+from bertcls.tokenization import check_settings, encode_windows, tokenize_splits
 from bertcls.trainer import build_trainer, check_evaluation, predict_split
 
 logger = logging.getLogger("run_classification")
@@ -33,23 +37,33 @@ logger = logging.getLogger("run_classification")
 def main(argv=None) -> dict:
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
-    resume_from = outputs.prepare_output_dir(training_args)
-    set_seed(training_args.seed)
     extra_metrics = load_extra_metrics(training_args.extra_metrics)
+    name = model_args.model_name_or_path
 
-    # The length limit is checked against the model before any row is read or tokenized.
-    config = load_config(model_args)
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args)
-    check_settings(data_args, config, tokenizer, model_args.model_name_or_path)
+    # Training starts from a pretrained checkpoint; without --do_train the model is a fine-tuned folder, and its
+    # inputs are built as it was trained (flags given on the command line or in the recipe win, logged).
+    trained = None if training_args.do_train else TrainedClassifier.load(name)
+    if trained is None:
+        config = load_config(model_args)
+        configure_head(config, model_args)
+        tokenizer = load_tokenizer(model_args.tokenizer_name or name, model_args, config)
+        check_vocabulary(tokenizer, config, name)
+        check_settings(data_args, config, tokenizer, name)  # before any row is read or tokenized
+    else:
+        config, tokenizer = trained.config, trained.tokenizer
+        data_args = trained.data_args(data_args, given_fields(data_args))  # checked the same way
+    resume_from = outputs.check_output_dir(training_args, reads_from=(name, model_args.tokenizer_name))
+    set_seed(training_args.seed)
 
     # Rank 0 reads and tokenizes first and fills the datasets cache; the other ranks then read the cache.
     with training_args.main_process_first(desc="load and tokenize data"):
         task = load_task_data(
             data_args,
             training_args.seed,
-            known_labels=list(config.id2label.values()),
+            labels=trained.labels if trained else None,
             cache_dir=model_args.cache_dir,
-            hold_out=not training_args.kfold,  # k-fold holds out each fold in turn instead
+            hold_out=training_args.do_eval and not training_args.kfold,  # k-fold holds out each fold instead
+            splits=wanted_splits(training_args),
         )
         tokenized, _ = tokenize_splits(
             task.splits,
@@ -63,11 +77,16 @@ def main(argv=None) -> dict:
         if data_args.sliding_window and "test" in task.splits:
             windows["test"] = encode_windows(task.splits["test"], tokenizer, data_args)
     labels, threshold = task.labels, data_args.multi_label_threshold
-    set_labels(config, labels)
-    remember_preprocessing(config, data_args, labels)
-    tokenizer.model_max_length = data_args.max_seq_length  # pipeline(truncation=True) then cuts where training did
+    if trained is None:
+        set_labels(config, labels)
+        remember_preprocessing(config, data_args, labels)
+        tokenizer.model_max_length = data_args.max_seq_length  # pipeline(truncation=True) then cuts where training did
     compute_metrics = ComputeMetrics(len(labels), extra_metrics, labels.multi_label, threshold)
     train = tokenized.get("train") if training_args.do_train else None
+    validation = tokenized.get("validation")
+    check_evaluation(training_args, validation, task.splits)
+    model = trained.model if trained else load_model(model_args, config)
+    outputs.clear_output_dir(training_args)  # everything is checked: only now may an earlier run's files go
     if training_args.kfold:
         results = run_kfold(
             model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics
@@ -75,9 +94,6 @@ def main(argv=None) -> dict:
         outputs.print_summary(results, training_args.output_dir)
         return results
 
-    validation = tokenized.get("validation")
-    check_evaluation(training_args, validation)
-    model = load_model(model_args, config)
     interrupt = GracefulInterrupt()  # Ctrl-C / SIGTERM: save a checkpoint and stop cleanly
     trainer = build_trainer(model, training_args, tokenizer, train, validation, compute_metrics, [interrupt])
     main_process = trainer.is_world_process_zero()
@@ -127,11 +143,16 @@ def main(argv=None) -> dict:
 
     if main_process:
         recipe = recipe_of(model_args, data_args, training_args)
-        outputs.finish_run(
-            out, recipe, model_args.model_name_or_path, task, results, reports, trainer.state.log_history
-        )
+        outputs.finish_run(out, recipe, name, task, results, reports, trainer.state.log_history, train is not None)
         outputs.print_summary(results, out)
     return results
+
+
+def wanted_splits(training_args) -> tuple[str, ...]:
+    """The splits the phases that run need: train (also the source of a held-out validation split), validation,
+    test."""
+    wanted = {"train": training_args.do_train, "validation": training_args.do_eval, "test": training_args.do_predict}
+    return tuple(split for split, on in wanted.items() if on)
 
 
 if __name__ == "__main__":

@@ -52,14 +52,15 @@ def main(argv=None) -> dict:
     use_repo_package()
 
     import torch
-    from transformers import DataCollatorWithPadding, TrainerCallback, set_seed
+    from transformers import TrainerCallback, set_seed
 
+    from bertcls.checkpoints import load_config, load_tokenizer
+    from bertcls.classifier import TorchBackend, TrainedClassifier, remember_preprocessing
     from bertcls.data import load_task_data
     from bertcls.metrics import ComputeMetrics
-    from bertcls.modeling import load_config, load_model, remember_preprocessing, set_labels
-    from bertcls.predict import predict_logits
+    from bertcls.modeling import load_model, set_labels
     from bertcls.recipes import parse_args
-    from bertcls.tokenization import check_settings, load_tokenizer, tokenize_splits
+    from bertcls.tokenization import check_settings, tokenize_splits
     from bertcls.trainer import ClassificationTrainer, make_data_collator, predict_in_order
 
     class MeasuredTrainer(ClassificationTrainer):
@@ -103,10 +104,10 @@ def main(argv=None) -> dict:
 
     # -- load + tokenize: the product's loader and tokenizer, no cache -------------------------------------
     start = time.perf_counter()
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args)
     config = load_config(model_args)
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args, config)
     check_settings(data_args, config, tokenizer, model_args.model_name_or_path)
-    task = load_task_data(data_args, training_args.seed, known_labels=list(config.id2label.values()))
+    task = load_task_data(data_args, training_args.seed)
     tokenized, stats = tokenize_splits(
         task.splits, tokenizer, data_args, data_args.preprocessing_num_workers, load_from_cache=False
     )
@@ -166,11 +167,10 @@ def main(argv=None) -> dict:
             result["predict_accuracy"] = metrics["test_accuracy"]
         elif way == "unsorted":
             trainer.predict(predict_set)
-        else:
-            device = trainer.model.device
-            predict_logits(
-                trainer.model.eval(), predict_set, DataCollatorWithPadding(tokenizer), args.predict_batch_size, device
-            )
+        else:  # what `python -m bertcls.predict` runs
+            backend = TorchBackend(trainer.model, str(trainer.model.device))
+            classifier = TrainedClassifier(output_dir, trainer.model.config, tokenizer, backend)
+            classifier.logits(predict_set, rows, data_args, args.predict_batch_size)
         if training_args.device.type == "cuda":
             torch.cuda.synchronize()
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start

@@ -82,8 +82,9 @@ def main(argv=None) -> list[dict]:
     from transformers import AutoModelForSequenceClassification
 
     from bertcls.arguments import ClassificationTrainingArguments, DataArguments
+    from bertcls.checkpoints import load_tokenizer
     from bertcls.data import load_task_data
-    from bertcls.tokenization import load_tokenizer, tokenize_splits
+    from bertcls.tokenization import tokenize_splits
     from bertcls.trainer import ClassificationTrainer, make_data_collator
 
     datasets.disable_progress_bars()

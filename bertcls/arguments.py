@@ -31,8 +31,10 @@ PATH_FIELDS = {
 class ModelArguments:
     model_name_or_path: str = field(
         metadata={
-            "help": "Hub id (e.g. hfl/chinese-bert-wwm-ext) or local folder of the encoder to fine-tune. "
-            "A folder holding only vocab.txt + config.json (a converted Chinese checkpoint) works too.",
+            "help": "Hub id (e.g. hfl/chinese-bert-wwm-ext) or local folder of the encoder to fine-tune, or a "
+            "folder fine-tuned by this script (with --do_eval / --do_predict alone: evaluated as it was trained). "
+            "Release zips (bert_config.json + pytorch_model.bin + vocab.txt) work as they are; pytorch_model.bin is "
+            "read with torch's weights-only loader (tensors only, no code runs).",
         }
     )
     tokenizer_name: str | None = field(
@@ -46,13 +48,6 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False,
         metadata={"help": "Run Python code shipped inside a Hub model repo. Off: only enable for repos you trust."},
-    )
-    allow_pickle_weights: bool = field(
-        default=False,
-        metadata={
-            "help": "Also load weights from pytorch_model.bin (pickle, can run code). By default only "
-            "model.safetensors is accepted."
-        },
     )
     ignore_mismatched_sizes: bool = field(
         default=False,
@@ -225,9 +220,23 @@ class ClassificationTrainingArguments(TrainingArguments):
     output_dir: str | None = field(
         default=None, metadata={"help": "Where the model, checkpoints, metrics and predictions are written."}
     )
-    do_train: bool = field(default=True, metadata={"help": "Train (on by default)."})
-    do_eval: bool = field(default=True, metadata={"help": "Evaluate on the validation split when there is one."})
-    do_predict: bool = field(default=True, metadata={"help": "Predict the test split when there is one."})
+    # None = not given. As in Hugging Face's example scripts, when any of the three is given true exactly those run;
+    # unlike them, with none given everything for which there is data runs (see resolve_phases).
+    do_train: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Train. When any of --do_train / --do_eval / --do_predict is given, exactly those run (as in "
+            "Hugging Face's examples); with none given, every phase for which there is data runs."
+        },
+    )
+    do_eval: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate on the validation split. --do_eval false also turns off evaluation during training. "
+            "On a fine-tuned folder without --do_train, evaluates that model as it was trained."
+        },
+    )
+    do_predict: bool | None = field(default=None, metadata={"help": "Predict the test split (predictions.csv)."})
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of AdamW."})
     weight_decay: float = field(
         default=0.01, metadata={"help": "AdamW weight decay, applied to weights only (never biases or LayerNorm)."}
@@ -343,6 +352,16 @@ class ClassificationTrainingArguments(TrainingArguments):
         # Pinned memory only speeds up copies to an accelerator; without one torch warns on every DataLoader.
         if self.dataloader_pin_memory and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
             self.dataloader_pin_memory = False
+        resolve_phases(self)
+        if not self.do_eval and _value(self.eval_strategy) != "no":
+            # Otherwise the Trainer turns do_eval back on and evaluates inside train() anyway.
+            if self.early_stopping_patience is not None or self.load_best_model_at_end:
+                raise UserError(
+                    "--early_stopping_patience / --load_best_model_at_end pick checkpoints by evaluation, but "
+                    "--do_eval is off",
+                    fix="add --do_eval (or drop early stopping / --load_best_model_at_end)",
+                )
+            self.eval_strategy = "no"
         launched = launched_processes()
         if launched > 1 and not self.use_cpu and not distributed_accelerator_available():
             # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: unless told `use_cpu`, the
@@ -362,6 +381,18 @@ class ClassificationTrainingArguments(TrainingArguments):
                 "(each process would train its own copy and write the same output_dir)",
                 fix="launch on machines whose accelerators torch can see, or pass --use_cpu true to train on CPU",
             )
+
+
+PHASES = ("do_train", "do_eval", "do_predict")
+
+
+def resolve_phases(args) -> None:
+    """None (not given) becomes True or False: when any phase is given true, exactly the phases given true run;
+    otherwise every phase not given false runs (for the splits that exist)."""
+    given = {name: getattr(args, name) for name in PHASES}
+    any_true = any(value is True for value in given.values())
+    for name, value in given.items():
+        setattr(args, name, value is True if any_true else value is not False)
 
 
 def _value(strategy) -> str:

@@ -7,6 +7,7 @@ reported by its line number; under --drop_invalid_rows it is dropped and counted
 
 import codecs
 import csv
+import dataclasses
 import logging
 import os
 from collections import defaultdict
@@ -358,34 +359,36 @@ def _problem_fix(unknown: dict, split: str, data_args) -> str:
 def load_task_data(
     data_args,
     seed: int,
-    known_labels: list[str] | None = None,
+    labels: LabelSpace | None = None,
     cache_dir: str | None = None,
     hold_out: bool = True,
+    splits: tuple[str, ...] = tuple(SPLIT_FILE_ARGS),
 ) -> TaskData:
-    """Read every split, build the label space from train, standardize, and hold out a validation split
-    (unless `hold_out` is False: k-fold makes its own)."""
+    """Read the wanted `splits` that have data, build the label space from train (or use `labels`, a fine-tuned
+    model's), standardize, and hold out a validation split when `hold_out` and none is given (k-fold makes its
+    own folds instead)."""
     raw, sources = {}, {}
     if data_args.dataset_name:
         for split, ds in read_hub_dataset(data_args, cache_dir).items():
-            if split in SPLIT_FILE_ARGS:
+            if split in splits:
                 raw[split], sources[split] = (
                     _names_from_class_label(ds, data_args.label_column),
                     Source(f"{data_args.dataset_name}[{split}]"),
                 )
     for split, arg in SPLIT_FILE_ARGS.items():
         path = getattr(data_args, arg)
-        if path:
+        if path and split in splits:
             raw[split], sources[split] = read_file(path, data_args, cache_dir)
     if not raw:
-        raise UserError(
-            "no data given", fix="pass --train_file (and --validation_file / --test_file) or --dataset_name"
-        )
+        flags = " / ".join(f"--{SPLIT_FILE_ARGS[s]}" for s in splits)
+        raise UserError(f"no data given for {', '.join(splits)}", fix=f"pass {flags} or --dataset_name")
     for split, ds in raw.items():
         check_columns(ds, sources[split], data_args, need_label=split != "test")
-    multi_label = is_multi_label(raw, data_args, sources)
-
-    if "train" in raw:
-        train_labels = raw["train"][data_args.label_column]
+    multi_label = labels.multi_label if labels is not None else is_multi_label(raw, data_args, sources)
+    if labels is not None:
+        is_multi_label(raw, dataclasses.replace(data_args, multi_label=multi_label), sources)  # checks the cells
+    elif "train" in raw:
+        train_labels = raw["train"][data_args.label_column][:]
         if multi_label:
             train_labels = [label_list(v, data_args.label_delimiter) for v in train_labels]
         labels = LabelSpace.from_train(
@@ -395,29 +398,22 @@ def load_task_data(
             multi_label=multi_label,
             delimiter=data_args.label_delimiter,
         )
-    elif data_args.label_names or known_labels:
-        labels = LabelSpace(
-            tuple(data_args.label_names or known_labels), multi_label, data_args.label_delimiter or "|"
-        )
+    elif data_args.label_names:
+        labels = LabelSpace(tuple(data_args.label_names), multi_label, data_args.label_delimiter or "|")
     else:
         raise UserError(
             "no training data to learn the labels from", fix="pass --train_file, or --label_names for evaluation only"
         )
 
-    splits, dropped = {}, {}
+    standardized, dropped = {}, {}
     for split, ds in raw.items():
-        splits[split], dropped[split] = standardize(ds, sources[split], data_args, labels, split)
+        standardized[split], dropped[split] = standardize(ds, sources[split], data_args, labels, split)
         logger.info(
             "%s: %d rows from %s%s",
             split,
-            len(splits[split]),
+            len(standardized[split]),
             sources[split].name,
             f" ({dropped[split]} dropped)" if dropped[split] else "",
-        )
-
-    if hold_out and "validation" not in splits and "train" in splits and data_args.validation_split_percentage > 0:
-        splits["train"], splits["validation"] = hold_out_validation(
-            splits["train"], data_args.validation_split_percentage, seed, stratify=not multi_label
         )
 
     limits = {
@@ -425,9 +421,17 @@ def load_task_data(
         "validation": data_args.max_eval_samples,
         "test": data_args.max_predict_samples,
     }
-    splits = {s: first_rows(ds, limits[s]) for s, ds in splits.items()}
+    # The train limit applies before the hold-out: a validation split made from train comes from those rows only.
+    if "train" in standardized:
+        standardized["train"] = first_rows(standardized["train"], limits["train"])
+    percentage = data_args.validation_split_percentage
+    if hold_out and percentage > 0 and "validation" not in standardized and "train" in standardized:
+        standardized["train"], standardized["validation"] = hold_out_validation(
+            standardized["train"], percentage, seed, stratify=not multi_label
+        )
+    standardized = {s: first_rows(ds, limits[s]) for s, ds in standardized.items()}
     raw_test = first_rows(raw["test"], limits["test"]) if "test" in raw else None
-    return TaskData(DatasetDict(splits), labels, bool(data_args.text_pair_column), raw_test, dropped)
+    return TaskData(DatasetDict(standardized), labels, bool(data_args.text_pair_column), raw_test, dropped)
 
 
 def is_multi_label(raw: dict, data_args, sources: dict) -> bool:

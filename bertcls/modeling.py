@@ -1,28 +1,27 @@
-"""Model loading, and the custom classifier head (the walkthrough's "own MLP after BERT with its own loss").
+"""The model to fine-tune: the stock head, or the custom classifier head (the walkthrough's "own MLP after BERT
+with its own loss"), and the labels it is given.
 
 The default is the model's stock head through AutoModelForSequenceClassification. `--head mlp` or
 `--pooling mean` builds EncoderClassifier: any AutoModel encoder, a pooled vector, a small head and its own loss.
-Its settings live in config.json under `bertcls_head`, so `load_trained_model` rebuilds the same model.
+Its settings live in config.json under `bertcls_head`, so `classifier.load_trained_model` rebuilds the same model.
+How a pretrained checkpoint is read is checkpoints.py's job.
 """
 
 import logging
-import os
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .errors import UserError, load_error
-from .labels import LabelSpace
+from .checkpoints import load_pretrained
+from .errors import UserError
 from .losses import MULTI_LABEL, classification_loss
-from .recipes import did_you_mean
 
 logger = logging.getLogger(__name__)
 
 HEAD_KEY = "bertcls_head"
-PREPROCESSING_KEY = "bertcls_preprocessing"
 
 
 class EncoderClassifier(PreTrainedModel):
@@ -82,68 +81,32 @@ def uses_custom_head(model_args) -> bool:
     return model_args.head != "linear" or model_args.pooling != "cls"
 
 
-def load_config(model_args) -> PretrainedConfig:
-    """The encoder's config, with the custom head's settings when one is asked for. Labels come later (set_labels)."""
-    name = model_args.model_name_or_path
-    _check_model_folder(name)
-    try:
-        config = AutoConfig.from_pretrained(
-            name,
-            cache_dir=model_args.cache_dir,
-            revision=model_args.model_revision,
-            trust_remote_code=model_args.trust_remote_code,
+def configure_head(config: PretrainedConfig, model_args) -> None:
+    """Store the custom head's settings in the config (when one is asked for), so the saved folder rebuilds it."""
+    if not uses_custom_head(model_args):
+        return
+    if model_args.head_activation not in ACT2FN:
+        raise UserError(
+            f"unknown --head_activation {model_args.head_activation!r}", fix=f"use one of {sorted(ACT2FN)[:12]}..."
         )
-    except (OSError, ValueError) as e:
-        raise load_error(
-            name, "model config", e, fix="pass a local model folder (config.json + weights) or a Hub id"
-        ) from None
-    if model_args.config_overrides:
-        apply_config_overrides(config, model_args.config_overrides)
-    if uses_custom_head(model_args):
-        setattr(
-            config,
-            HEAD_KEY,
-            {
-                "head": model_args.head,
-                "pooling": model_args.pooling,
-                "hidden_size": model_args.head_hidden_size or config.hidden_size,
-                "dropout": model_args.head_dropout
-                if model_args.head_dropout is not None
-                else getattr(config, "hidden_dropout_prob", 0.1),
-                "activation": model_args.head_activation,
-            },
-        )
-        if model_args.head_activation not in ACT2FN:
-            raise UserError(
-                f"unknown --head_activation {model_args.head_activation!r}", fix=f"use one of {sorted(ACT2FN)[:12]}..."
-            )
-    return config
+    setattr(
+        config,
+        HEAD_KEY,
+        {
+            "head": model_args.head,
+            "pooling": model_args.pooling,
+            "hidden_size": model_args.head_hidden_size or config.hidden_size,
+            "dropout": model_args.head_dropout
+            if model_args.head_dropout is not None
+            else getattr(config, "hidden_dropout_prob", 0.1),
+            "activation": model_args.head_activation,
+        },
+    )
 
 
-def apply_config_overrides(config: PretrainedConfig, overrides: str) -> None:
-    """--config_overrides "key=value,key=value" onto the loaded config, through transformers' own parser
-    (update_from_string: values take the type of the setting they replace)."""
-    pairs = [pair.strip() for pair in overrides.split(",")]
-    malformed = [pair for pair in pairs if pair.count("=") != 1 or not pair.split("=")[0].strip()]
-    if malformed:
-        raise UserError(
-            f"--config_overrides: {malformed[0]!r} is not key=value",
-            fix="write key=value pairs separated by commas, e.g. attention_probs_dropout_prob=0,hidden_dropout_prob=0.2",
-        )
-    known = list(config.to_dict())
-    unknown = [pair.split("=")[0].strip() for pair in pairs if not hasattr(config, pair.split("=")[0].strip())]
-    if unknown:
-        raise UserError(
-            f"--config_overrides: {unknown[0]!r} is not a setting of this model's config.json",
-            fix=did_you_mean(unknown[:1], known),
-        )
-    try:
-        config.update_from_string(",".join("=".join(part.strip() for part in pair.split("=")) for pair in pairs))
-    except (ValueError, TypeError) as e:
-        raise UserError(
-            f"--config_overrides: {e}", fix="give each key a value of the type config.json holds"
-        ) from None
-    logger.info("Config overrides applied: %s", ", ".join(pairs))
+def load_model(model_args, config: PretrainedConfig) -> PreTrainedModel:
+    """The pretrained checkpoint's encoder under the head to fine-tune: the stock one, or EncoderClassifier."""
+    return load_pretrained(model_args, config, EncoderClassifier if uses_custom_head(model_args) else None)
 
 
 def set_labels(config: PretrainedConfig, labels) -> None:
@@ -153,106 +116,3 @@ def set_labels(config: PretrainedConfig, labels) -> None:
     config.id2label = labels.id2label
     config.label2id = labels.label2id
     config.problem_type = MULTI_LABEL if labels.multi_label else "single_label_classification"
-
-
-def trained_labels(config) -> LabelSpace:
-    """The model's labels, in id order, and how a multi-label model joins them."""
-    trained = getattr(config, PREPROCESSING_KEY, None) or {}
-    return LabelSpace(
-        tuple(config.id2label[i] for i in range(config.num_labels)),
-        multi_label=config.problem_type == MULTI_LABEL,
-        delimiter=trained.get("label_delimiter") or "|",
-    )
-
-
-# How inputs were built and predictions read; `bertcls.predict` uses the same by default.
-PREPROCESSING_KEYS = (
-    "text_column",
-    "text_pair_column",
-    "max_seq_length",
-    "truncation",
-    "truncation_side",
-    "head_tokens",
-    "sliding_window",
-    "stride",
-    "window_aggregation",
-    "multi_label_threshold",
-)
-
-
-def remember_preprocessing(config: PretrainedConfig, data_args, labels=None) -> None:
-    """Store how inputs were built, so `bertcls.predict` builds them the same way by default."""
-    settings = {k: getattr(data_args, k) for k in PREPROCESSING_KEYS}
-    if labels is not None and labels.multi_label:
-        settings["label_delimiter"] = labels.delimiter
-    setattr(config, PREPROCESSING_KEY, settings)
-
-
-def _check_model_folder(name: str) -> None:
-    looks_local = os.path.isabs(name) or name.startswith(".") or os.path.exists(name)
-    if looks_local and not os.path.isdir(name):
-        raise UserError(f"model folder not found: {name}", fix="check --model_name_or_path")
-    if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
-        what = "only a vocabulary (vocab.txt)" if os.path.isfile(os.path.join(name, "vocab.txt")) else "no config.json"
-        raise UserError(
-            f"model folder {name} holds {what}, not a model",
-            fix="point --model_name_or_path at a folder with config.json and model weights",
-        )
-
-
-def load_model(model_args, config: PretrainedConfig) -> PreTrainedModel:
-    """The model to fine-tune: stock head, or EncoderClassifier around the pretrained encoder."""
-    options = {
-        "cache_dir": model_args.cache_dir,
-        "revision": model_args.model_revision,
-        "trust_remote_code": model_args.trust_remote_code,
-        # pytorch_model.bin is a pickle and can run code when loaded; accept it only when asked.
-        "use_safetensors": None if model_args.allow_pickle_weights else True,
-    }
-    name = model_args.model_name_or_path
-    try:
-        if uses_custom_head(model_args):
-            encoder = AutoModel.from_pretrained(name, config=config, **options, **_no_pooler(config))
-            return EncoderClassifier(config, encoder=encoder)
-        return AutoModelForSequenceClassification.from_pretrained(
-            name, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **options
-        )
-    except (OSError, ValueError, RuntimeError) as e:
-        raise _model_error(name, e, config.num_labels) from None
-
-
-def _no_pooler(config) -> dict:
-    return (
-        {"add_pooling_layer": False}
-        if getattr(config, "model_type", None) in ("bert", "roberta", "ernie", "nezha")
-        else {}
-    )
-
-
-def _model_error(name: str, error: Exception, num_labels: int) -> UserError:
-    text = str(error)
-    if "mismatched" in text.lower() or "size mismatch" in text:
-        return UserError(
-            f"{name} was fine-tuned for a different number of labels; this data has {num_labels}",
-            fix="pass --ignore_mismatched_sizes to give it a fresh classifier head",
-        )
-    if "model.safetensors" in text:
-        return UserError(
-            f"{name} has no model.safetensors, only pickle weights (pytorch_model.bin), which can run code",
-            fix="convert it to safetensors, or pass --allow_pickle_weights if you trust its source",
-        )
-    if "Unrecognized configuration class" in text:
-        return UserError(
-            f"{name} is not a model that can classify text: {text.splitlines()[0][:160]}",
-            fix="use a BERT-family encoder checkpoint",
-        )
-    return load_error(name, "model", error, fix="check --model_name_or_path")
-
-
-def load_trained_model(path: str) -> PreTrainedModel:
-    """Load a folder written by run_classification.py, custom head or not."""
-    _check_model_folder(path)
-    config = AutoConfig.from_pretrained(path)
-    if getattr(config, HEAD_KEY, None):
-        return EncoderClassifier.from_pretrained(path, config=config)
-    return AutoModelForSequenceClassification.from_pretrained(path, config=config)

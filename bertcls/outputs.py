@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 RUN_FILES = (
     "all_results.json",
+    "trainer_state.json",
     "train_results.json",
     "eval_results.json",
     "test_results.json",
@@ -74,14 +75,21 @@ def write_json(path: str, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def prepare_output_dir(args) -> str | None:
-    """Refuse to mix a new run into an old one; return the checkpoint to resume from (or None).
+def check_output_dir(args, reads_from=()) -> str | None:
+    """Refuse to mix a new run into an old one, or to write where a model or tokenizer is read from; return the
+    checkpoint to resume from (or None). Removes nothing: `clear_output_dir` does, once everything is checked.
 
     `--resume_from_checkpoint auto` picks the last checkpoint in output_dir (or starts fresh when there is none).
     """
     out = args.output_dir
     if not out:
         raise UserError("no --output_dir given", fix="pass --output_dir (or set output_dir in the recipe)")
+    for source in reads_from:
+        if source and os.path.isdir(source) and os.path.realpath(source) == os.path.realpath(out):
+            raise UserError(
+                f"--output_dir {out} is the folder the model or tokenizer is read from; the run would overwrite it",
+                fix="pass another --output_dir",
+            )
     last = last_complete_checkpoint(out)
     resume = args.resume_from_checkpoint
     if resume == "auto":
@@ -98,8 +106,6 @@ def prepare_output_dir(args) -> str | None:
             raise UserError(
                 "--overwrite_output_dir and --resume_from_checkpoint contradict each other", fix="pass one of them"
             )
-        if args.process_index == 0 and os.path.isdir(out):
-            clear_run(out)
     elif finished and not resume:
         raise UserError(
             f"{out} already holds a finished run ({FINISHED_MARKER})",
@@ -110,9 +116,19 @@ def prepare_output_dir(args) -> str | None:
             f"{out} holds checkpoints of an unfinished run (last: {os.path.basename(last)})",
             fix="pass --resume_from_checkpoint auto to continue it, or --overwrite_output_dir to start over",
         )
-    elif finished and args.process_index == 0:
-        os.remove(os.path.join(out, FINISHED_MARKER))  # a resumed run is unfinished until it writes its own
     return resume
+
+
+def clear_output_dir(args) -> None:
+    """Just before the run writes: remove the earlier run's files under --overwrite_output_dir; a resumed run is
+    unfinished until it writes its own all_results.json. Main process only."""
+    out = args.output_dir
+    if args.process_index != 0 or not os.path.isdir(out):
+        return
+    if args.overwrite_output_dir:
+        clear_run(out)
+    elif os.path.exists(os.path.join(out, FINISHED_MARKER)):
+        os.remove(os.path.join(out, FINISHED_MARKER))
 
 
 def last_complete_checkpoint(out: str) -> str | None:
@@ -278,17 +294,20 @@ Made with bertcls `run_classification.py`; `recipe.json` in this folder re-runs 
 """
 
 
-def finish_run(out: str, recipe: dict, model_name: str, task, results: dict, reports: list[str], log_history) -> None:
-    """The files every finished run ends with: recipe, reports, learning curve, model card, and all_results.json
-    written last (its presence marks the run finished). Main process only."""
+def finish_run(
+    out: str, recipe: dict, model_name: str, task, results: dict, reports: list[str], log_history, model_saved=True
+) -> None:
+    """The files every finished run ends with: recipe, reports, learning curve, model card (when the run saved a
+    model), and all_results.json written last (its presence marks the run finished). Main process only."""
     write_json(os.path.join(out, "recipe.json"), recipe)
     if reports:
         write_text(os.path.join(out, "classification_report.txt"), "\n".join(reports))
     curve_metric = "f1_macro" if task.labels.multi_label else "accuracy"
     plot_learning_curve(os.path.join(out, "learning_curve.png"), log_history, curve_metric)
-    task_name = ("multi-label " if task.labels.multi_label else "") + ("sentence-pair" if task.is_pair else "text")
-    card = model_card(model_name, task_name, list(task.labels.names), results, recipe)
-    write_text(os.path.join(out, "README.md"), card)
+    if model_saved:
+        task_name = ("multi-label " if task.labels.multi_label else "") + ("sentence-pair" if task.is_pair else "text")
+        card = model_card(model_name, task_name, list(task.labels.names), results, recipe)
+        write_text(os.path.join(out, "README.md"), card)
     write_json(os.path.join(out, FINISHED_MARKER), results)
 
 

@@ -15,20 +15,16 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, HfArgumentParser
+from transformers import HfArgumentParser
 
 from .arguments import DataArguments
+from .classifier import PREPROCESSING_KEYS, TrainedClassifier
 from .data import check_columns, multi_hot, read_file, standardize
 from .errors import UserError, exit_on_user_error
 from .labels import LabelSpace, canonical_label, label_list
 from .logs import setup_logging
-from .metrics import classification_metrics, decide, multi_label_metrics, probabilities
-from .modeling import PREPROCESSING_KEY, PREPROCESSING_KEYS, load_trained_model, trained_labels
+from .metrics import classification_metrics, decide, multi_label_metrics
 from .outputs import predictions_frame, write_predictions
-from .tokenization import Encoder, aggregate_windows, check_settings, encode_windows, load_tokenizer
-from .trainer import longest_first
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +38,10 @@ class PredictArguments:
     text_pair_column: str | None = field(
         default=None, metadata={"help": "Second text column (default: as in training)."}
     )
-    label_column: str = field(default="label", metadata={"help": "Gold labels, if present, are kept and scored."})
+    label_column: str | None = field(
+        default=None,
+        metadata={"help": "Gold labels, if the file has them, are kept and scored (default: as in training)."},
+    )
     column_names: list[str] | None = field(default=None, metadata={"help": "Column names of a header-less file."})
     encoding: str = field(default="utf-8", metadata={"help": "Text encoding of the input file."})
     batch_size: int = field(default=64, metadata={"help": "Rows per forward pass."})
@@ -71,70 +70,33 @@ class PredictArguments:
     )
 
 
-def data_arguments(args: PredictArguments, trained: dict) -> DataArguments:
-    """Command line first, then what the model was trained with, then DataArguments' defaults."""
-    chosen = {}
-    for name in PREPROCESSING_KEYS:
-        value = getattr(args, name)
-        chosen[name] = value if value is not None else trained.get(name, getattr(DataArguments, name, None))
-    return dataclasses.replace(
-        DataArguments(),
-        **chosen,
-        label_column=args.label_column,
-        column_names=args.column_names,
-        encoding=args.encoding,
-    )
-
-
-@torch.inference_mode()
-def predict_logits(model, encoded, collator, batch_size: int, device) -> np.ndarray:
-    """Logits for every row of `encoded`, computed longest first and returned in row order."""
-    order = longest_first(encoded)
-    columns = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in encoded.column_names]
-    logits = np.empty((len(encoded), model.config.num_labels), dtype=np.float32)
-    for start in tqdm(range(0, len(order), batch_size), desc="Predicting", unit="batch"):
-        rows = order[start : start + batch_size]
-        batch = collator(encoded.select(rows).select_columns(columns).to_list())
-        output = model(**{k: v.to(device) for k, v in batch.items()})
-        logits[rows] = output.logits.float().cpu().numpy()
-    return logits
+def data_arguments(args: PredictArguments, classifier: TrainedClassifier) -> DataArguments:
+    """Settings given on the command line first, then what the model was trained with, then the defaults."""
+    given = {name: getattr(args, name) for name in PREPROCESSING_KEYS if getattr(args, name, None) is not None}
+    base = dataclasses.replace(DataArguments(), column_names=args.column_names, encoding=args.encoding)
+    return classifier.data_args(dataclasses.replace(base, **given), given=set(given))
 
 
 @exit_on_user_error
 def main(argv=None):
     setup_logging()
     (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses(args=argv)
-    model = load_trained_model(args.model_name_or_path)
-    tokenizer = load_tokenizer(args.model_name_or_path)
-    data_args = data_arguments(args, getattr(model.config, PREPROCESSING_KEY, None) or {})
-    check_settings(data_args, model.config, tokenizer, args.model_name_or_path)
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
+    classifier = TrainedClassifier.load(args.model_name_or_path, device=args.device)
+    data_args = data_arguments(args, classifier)
 
     raw, source = read_file(args.input_file, data_args)
     check_columns(raw, source, data_args, need_label=False)
     rows, _ = standardize(raw, source, data_args, labels=None, split="test")
-    if data_args.sliding_window:
-        encoded = encode_windows(rows, tokenizer, data_args)
-    else:
-        encoded = rows.map(Encoder(tokenizer, data_args), batched=True, with_indices=True, desc="Tokenizing")
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device).eval()
-    logits = predict_logits(model, encoded, DataCollatorWithPadding(tokenizer), args.batch_size, device)
-    if data_args.sliding_window:
-        logits = aggregate_windows(logits, encoded["row"], len(rows), data_args.window_aggregation)
-        logger.info(
-            "%d rows cut into %d windows (%s of their logits)", len(rows), len(encoded), data_args.window_aggregation
-        )
-    labels = trained_labels(model.config)
-    probs = probabilities(logits, labels.multi_label)
+    probs = classifier.predict_rows(rows, data_args, args.batch_size)
+    labels = classifier.labels
     frame = predictions_frame(raw.to_pandas(), probs, labels, data_args.multi_label_threshold)
     write_predictions(args.output_file, frame)
     print(f"{len(frame)} predictions written to {args.output_file}")
-    if args.label_column in raw.column_names:
+    if data_args.label_column in raw.column_names:
         print_scores(
-            raw[args.label_column], decide(probs, labels.multi_label, data_args.multi_label_threshold), labels
+            raw[data_args.label_column], decide(probs, labels.multi_label, data_args.multi_label_threshold), labels
         )
     return frame
 

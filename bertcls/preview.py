@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datasets import DatasetDict
 from transformers import DataCollatorWithPadding
 
+from .checkpoints import load_config, load_tokenizer
 from .data import load_task_data
 from .errors import UserError, exit_on_user_error
 from .logs import setup_logging
-from .modeling import load_config
 from .recipes import DATACLASSES, parse_args
-from .tokenization import check_settings, load_tokenizer, tokenize_splits
+from .tokenization import check_settings, tokenize_splits
 
 
 @dataclass
@@ -71,8 +71,9 @@ def main(argv=None) -> str:
         argv, dataclass_types=(*DATACLASSES, PreviewArguments)
     )
     setup_logging()
-    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args)
-    check_settings(data_args, load_config(model_args), tokenizer, model_args.model_name_or_path)
+    config = load_config(model_args)
+    tokenizer = load_tokenizer(model_args.tokenizer_name or model_args.model_name_or_path, model_args, config)
+    check_settings(data_args, config, tokenizer, model_args.model_name_or_path)
     task = load_task_data(data_args, training_args.seed, cache_dir=model_args.cache_dir)
     if preview_args.split not in task.splits:
         raise UserError(

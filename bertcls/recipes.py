@@ -14,6 +14,7 @@ from enum import Enum
 
 import yaml
 from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
 
 from .arguments import PATH_FIELDS, ClassificationTrainingArguments, DataArguments, ModelArguments
 from .errors import UserError
@@ -33,7 +34,13 @@ class Parser(HfArgumentParser):
 
 def make_parser(dataclass_types=DATACLASSES) -> HfArgumentParser:
     # No abbreviations: among hundreds of flags a shortened or mistyped one must fail, not land on a neighbour.
-    return Parser(dataclass_types, allow_abbrev=False)
+    parser = Parser(dataclass_types, allow_abbrev=False)
+    for action in parser._actions:
+        # HfArgumentParser makes `bool | None = None` fields (do_train: None = not given) require a value; let
+        # `--do_eval` alone mean true, as it does for plain bool fields.
+        if action.type is string_to_bool and action.nargs is None:
+            action.nargs, action.const = "?", True
+    return parser
 
 
 def parse_args(argv=None, dataclass_types=DATACLASSES, parser=None):
@@ -47,9 +54,11 @@ def parse_args(argv=None, dataclass_types=DATACLASSES, parser=None):
 
         argv = sys.argv[1:]
     parser = parser or make_parser(dataclass_types)
+    recipe = {}
     if argv and argv[0].lower().endswith(RECIPE_SUFFIXES):
         recipe_path, argv = argv[0], argv[1:]
-        apply_recipe(parser, read_recipe(recipe_path), recipe_path, dataclass_types)
+        recipe = read_recipe(recipe_path)
+        apply_recipe(parser, recipe, recipe_path, dataclass_types)
     *parsed, unknown = parser.parse_args_into_dataclasses(
         args=argv, look_for_args_file=False, return_remaining_strings=True
     )
@@ -58,7 +67,22 @@ def parse_args(argv=None, dataclass_types=DATACLASSES, parser=None):
         hint = did_you_mean(flags, [a.dest for a in parser._actions if a.option_strings], prefix="--")
         where = " (a recipe file must come first)" if any(a.lower().endswith(RECIPE_SUFFIXES) for a in unknown) else ""
         raise UserError(f"command line: unknown argument(s) {' '.join(unknown)}{where}", fix=hint)
+    given = set(recipe) | {
+        parser._option_string_actions[flag].dest
+        for flag in (a.split("=")[0] for a in argv if a.startswith("--"))
+        if flag in parser._option_string_actions
+    }
+    for instance in parsed:
+        setattr(instance, GIVEN_ATTRIBUTE, frozenset(given & {f.name for f in fields(instance)}))
     return tuple(parsed)
+
+
+GIVEN_ATTRIBUTE = "_given_fields"
+
+
+def given_fields(instance) -> frozenset[str]:
+    """The fields of a parsed instance that the recipe or the command line set (the rest are defaults)."""
+    return getattr(instance, GIVEN_ATTRIBUTE, frozenset())
 
 
 def did_you_mean(names: list[str], known: list[str], prefix: str = "", quote: bool = False) -> str:

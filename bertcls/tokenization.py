@@ -1,4 +1,4 @@
-"""Tokenizer loading, the max_seq_length check, truncation strategies, and what tokenizing did to the data.
+"""The max_seq_length check, truncation strategies, and what tokenizing did to the data.
 
 Each batch is tokenized once in full (no truncation, no padding: padding happens per batch in the collator).
 Only rows longer than max_seq_length are cut: by the tokenizer's own truncation for longest_first / only_first /
@@ -7,67 +7,25 @@ is exact, and costs one tokenizer call for the short rows.
 """
 
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
 from datasets import DatasetDict
-from transformers import AutoTokenizer, BertTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from .errors import UserError, load_error
+from .checkpoints import position_limit
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
 UNK_WARN_RATE = 0.05
-# RoBERTa-style models number positions from pad_token_id + 1, so fewer than max_position_embeddings are usable.
-OFFSET_POSITION_MODELS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod"}
 TOKENIZER_OUTPUTS = ("input_ids", "token_type_ids", "attention_mask")
-
-
-def load_tokenizer(name_or_path: str, model_args=None) -> PreTrainedTokenizerBase:
-    """AutoTokenizer, falling back to BertTokenizer for a folder that holds only vocab.txt (+ config.json)."""
-    options = {}
-    if model_args is not None:
-        options = {
-            "cache_dir": model_args.cache_dir,
-            "revision": model_args.model_revision,
-            "trust_remote_code": model_args.trust_remote_code,
-        }
-    vocab_only = os.path.isfile(os.path.join(name_or_path, "vocab.txt")) and not any(
-        os.path.isfile(os.path.join(name_or_path, f)) for f in ("tokenizer.json", "tokenizer_config.json")
-    )
-    if vocab_only:
-        # AutoTokenizer cannot build a tokenizer from a bare vocab.txt in transformers 5, and
-        # BertTokenizer(vocab_file=...) silently ignores the file; from_pretrained on the folder works.
-        return BertTokenizer.from_pretrained(name_or_path)
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path, **options)
-    except (OSError, ValueError) as e:
-        raise load_error(
-            name_or_path,
-            "tokenizer",
-            e,
-            fix="pass a model folder with tokenizer files or vocab.txt, or --tokenizer_name",
-        ) from None
-
-
-def position_limit(config, tokenizer: PreTrainedTokenizerBase) -> int | None:
-    """The most tokens the model can take: its position embeddings, and the tokenizer's own limit if set."""
-    limits = []
-    max_positions = getattr(config, "max_position_embeddings", None)
-    if max_positions:
-        if getattr(config, "model_type", None) in OFFSET_POSITION_MODELS:
-            max_positions -= (config.pad_token_id or 0) + 1
-        limits.append(max_positions)
-    if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:  # unset shows as 1e30
-        limits.append(tokenizer.model_max_length)
-    return min(limits) if limits else None
 
 
 def check_settings(data_args, config, tokenizer, model_name: str) -> None:
     """Reject impossible length/truncation settings before a single row is tokenized."""
     n, is_pair = data_args.max_seq_length, bool(data_args.text_pair_column)
-    limit = position_limit(config, tokenizer)
+    limit = position_limit(config)
     if limit is not None and n > limit:
         raise UserError(
             f"--max_seq_length {n} is over the limit of {model_name}: {limit} tokens (its position embeddings)",
@@ -186,34 +144,42 @@ def window_stride(data_args) -> int:
     return data_args.stride if data_args.stride is not None else data_args.max_seq_length // 4
 
 
-def encode_windows(rows, tokenizer: PreTrainedTokenizerBase, data_args, num_proc=None, load_from_cache=True):
-    """Cut every single text of `rows` into windows of max_seq_length tokens, consecutive windows sharing `stride`
-    tokens (the tokenizer's own overflow), so that no token is lost. Returns one dataset row per window with the
-    model inputs, its `length` and `row`, the index of the text it came from. Used by run_classification.py for
-    the test split and by `python -m bertcls.predict`; combine the windows' logits with `aggregate_windows`."""
-    max_length, stride = data_args.max_seq_length, window_stride(data_args)
+class WindowEncoder:
+    """Cuts every single text of a batch into windows of max_seq_length tokens, consecutive windows sharing
+    `stride` tokens (the tokenizer's own overflow), so that no token is lost. Each output row is one window with
+    the model inputs, its `length` and `row`, the index of the text it came from (`indices[i]` for batch row i)."""
 
-    def cut(batch, indices):
-        side = tokenizer.truncation_side
-        tokenizer.truncation_side = "right"  # windows run from the start of the text to its end
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, data_args):
+        self.tokenizer = tokenizer
+        self.max_length = data_args.max_seq_length
+        self.stride = window_stride(data_args)
+
+    def __call__(self, batch: dict, indices: list[int]) -> dict:
+        side = self.tokenizer.truncation_side
+        self.tokenizer.truncation_side = "right"  # windows run from the start of the text to its end
         try:
-            enc = tokenizer(
+            enc = self.tokenizer(
                 batch["text"],
                 truncation=True,
-                max_length=max_length,
-                stride=stride,
+                max_length=self.max_length,
+                stride=self.stride,
                 return_overflowing_tokens=True,
                 verbose=False,
             )
         finally:
-            tokenizer.truncation_side = side
+            self.tokenizer.truncation_side = side
         out = {k: enc[k] for k in TOKENIZER_OUTPUTS if k in enc}
         out["row"] = [indices[i] for i in enc["overflow_to_sample_mapping"]]
         out["length"] = [len(ids) for ids in enc["input_ids"]]
         return out
 
+
+def encode_windows(rows, tokenizer: PreTrainedTokenizerBase, data_args, num_proc=None, load_from_cache=True):
+    """WindowEncoder over every row of `rows`: one dataset row per window. Used by run_classification.py for the
+    test split and by TrainedClassifier (predict, export, serve); combine the windows' logits with
+    `aggregate_windows`."""
     return rows.map(
-        cut,
+        WindowEncoder(tokenizer, data_args),
         batched=True,
         with_indices=True,
         num_proc=num_proc,

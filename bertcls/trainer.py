@@ -38,10 +38,10 @@ from transformers import (
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .adversarial import FGM
+from .classifier import trained_labels
 from .errors import UserError
 from .losses import ClassificationLoss, build_loss
 from .metrics import probabilities
-from .modeling import trained_labels
 from .optim import parameter_groups
 from .tokenization import aggregate_windows
 
@@ -194,9 +194,14 @@ def build_trainer(model, args, tokenizer, train, validation, compute_metrics, ca
     )
 
 
-def check_evaluation(args, validation) -> None:
-    """Without validation rows evaluation is off; early stopping cannot work then, so say so before training."""
-    if validation is not None or args.eval_strategy == "no":
+def check_evaluation(args, validation, splits) -> None:
+    """Without validation rows evaluation is off; early stopping cannot work then, and an evaluation-only run has
+    nothing to do: say so before training."""
+    if validation is not None:
+        return
+    if args.do_eval and not args.do_train and "test" not in splits:
+        raise UserError("--do_eval: there is no validation data to evaluate", fix="pass --validation_file")
+    if args.eval_strategy == "no":
         return
     if args.early_stopping_patience is not None or args.load_best_model_at_end:
         raise UserError(

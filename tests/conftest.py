@@ -48,7 +48,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer(tiny_model):
-    from bertcls.tokenization import load_tokenizer
+    from bertcls.checkpoints import load_tokenizer
 
     return load_tokenizer(tiny_model)
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bertcls.arguments import ClassificationTrainingArguments  # noqa: E402
-from bertcls.tokenization import load_tokenizer  # noqa: E402
+from bertcls.checkpoints import load_tokenizer  # noqa: E402
 from bertcls.trainer import ClassificationTrainer  # noqa: E402
 
 

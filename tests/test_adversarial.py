@@ -161,10 +161,12 @@ def test_rdrop_runs_two_dropout_passes_in_one_forward(make_trainer, rows, tokeni
 
 
 def test_fgm_finds_the_word_embeddings_of_the_custom_head(tiny_model, tokenizer, tmp_path):
-    from bertcls.modeling import EncoderClassifier, load_config
+    from bertcls.checkpoints import load_config
+    from bertcls.modeling import EncoderClassifier, configure_head
 
     model_args = ModelArguments(model_name_or_path=tiny_model, head="mlp", pooling="mean")
     config = load_config(model_args)
+    configure_head(config, model_args)
     config.num_labels = 2
     model = EncoderClassifier(config)
     args = ClassificationTrainingArguments(

@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
-from transformers import AutoModelForSequenceClassification, ViTConfig
+from transformers import AutoModelForSequenceClassification, ViTConfig, ViTModel
 
 import run_classification
 
@@ -142,7 +142,8 @@ def test_model_problems(run, tmp_path, tiny_model):
     vocab_only.mkdir()
     shutil.copy(shared("vocab", "vocab.txt"), vocab_only / "vocab.txt")
     assert "holds only a vocabulary (vocab.txt), not a model" in run(model=str(vocab_only))
-    ViTConfig().save_pretrained(tmp_path / "vit")
+    vit = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=8)
+    ViTModel(vit).save_pretrained(tmp_path / "vit")
     line = run("--tokenizer_name", tiny_model, model=str(tmp_path / "vit"))
     assert "is not a model that can classify text" in line
     line = run(model="someone/not-downloaded")
@@ -155,25 +156,6 @@ def test_finetuned_checkpoint_with_other_label_count(run, tmp_path, tiny_model):
     line = run(model=str(tmp_path / "three-labels"))
     assert "fine-tuned for a different number of labels; this data has 2" in line
     assert "Fix: pass --ignore_mismatched_sizes" in line
-
-
-def test_pickle_only_weights_need_opt_in(run, tmp_path, tiny_model):
-    import torch
-
-    folder = tmp_path / "pickle"
-    folder.mkdir()
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(tiny_model, name), folder)
-    torch.save(
-        AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).state_dict(),
-        folder / "pytorch_model.bin",
-    )
-    line = run(model=str(folder))
-    assert "only pickle weights" in line and "--allow_pickle_weights" in line
-    results = run_classification.main(
-        quick(str(folder), tmp_path / "ok", allow_pickle_weights=True, train_file=tmp_path / "train.tsv")
-    )
-    assert results["train_samples"] == 4
 
 
 def test_finished_output_dir_is_refused_unless_asked(tiny_model, write, tmp_path, capsys):

@@ -154,11 +154,13 @@ def test_config_overrides_reach_the_model_that_trains(tiny_model, pooling):
     import torch
 
     from bertcls.arguments import ModelArguments
-    from bertcls.modeling import load_config, load_model
+    from bertcls.checkpoints import load_config
+    from bertcls.modeling import configure_head, load_model
 
     def two_forwards(overrides):
         model_args = ModelArguments(model_name_or_path=tiny_model, pooling=pooling, config_overrides=overrides)
         config = load_config(model_args)
+        configure_head(config, model_args)
         config.num_labels = 2
         model = load_model(model_args, config).train()
         ids = torch.tensor([[101, 2769, 1599, 3614, 102]])

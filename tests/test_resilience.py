@@ -162,7 +162,7 @@ def test_incomplete_checkpoints_are_skipped(tmp_path):
 
 def test_safe_defaults():
     args = ModelArguments(model_name_or_path="m")
-    assert args.trust_remote_code is False and args.allow_pickle_weights is False
+    assert args.trust_remote_code is False
 
 
 @pytest.mark.slow

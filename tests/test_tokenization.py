@@ -7,8 +7,9 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoConfig, DataCollatorWithPadding
 
 from bertcls.arguments import DataArguments
+from bertcls.checkpoints import load_tokenizer
 from bertcls.errors import UserError
-from bertcls.tokenization import Encoder, check_settings, load_tokenizer, tokenize_splits
+from bertcls.tokenization import Encoder, check_settings, tokenize_splits
 
 from .conftest import make_tiny
 

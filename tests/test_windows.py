@@ -9,8 +9,9 @@ from datasets import Dataset
 import run_classification
 from bertcls import predict
 from bertcls.arguments import DataArguments, ModelArguments
+from bertcls.checkpoints import load_config, load_tokenizer
+from bertcls.classifier import load_trained_model
 from bertcls.errors import UserError
-from bertcls.modeling import load_config, load_trained_model
 from bertcls.tokenization import aggregate_windows, check_settings, encode_windows
 
 from .conftest import shared
@@ -68,7 +69,7 @@ def test_test_split_and_predict_cli_combine_window_logits(tiny_model, tmp_path):
 
     frame = pd.read_csv(out / "predictions.csv", dtype={"label": str, "prediction": str})
     test = pd.read_csv(f"{d}/test.tsv", sep="\t", quoting=3, dtype=str, nrows=40)
-    model, tokenizer = load_trained_model(str(out)).eval(), predict.load_tokenizer(str(out))
+    model, tokenizer = load_trained_model(str(out)).eval(), load_tokenizer(str(out))
     for i in (0, 7, 23):  # each row's probability is the softmax of its windows' mean logits
         enc = tokenizer(
             test["text_a"][i], truncation=True, max_length=32, stride=8, return_overflowing_tokens=True, padding=True

@@ -1,0 +1,218 @@
+"""A FINE-TUNED folder (what run_classification.py wrote) as one object: TrainedClassifier.
+
+It holds the weights, the tokenizer, the label maps and how inputs were built (`bertcls_preprocessing` in
+config.json: columns, max_seq_length, truncation, head_tail, sliding windows, threshold), and builds inputs exactly
+as training did. Eval-only runs, `bertcls.predict`, `bertcls.export` and `bertcls.serve` all go through it.
+A pretrained checkpoint (what a user starts from, its head untrained) is checkpoints.py's; this module refuses one.
+"""
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import AutoConfig, AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedModel
+
+from .arguments import DataArguments
+from .checkpoints import CONFIG_FILE, check_local_folder, from_pretrained, load_tokenizer, position_limit
+from .errors import UserError
+from .labels import LabelSpace
+from .losses import MULTI_LABEL
+from .metrics import probabilities
+from .modeling import HEAD_KEY, EncoderClassifier
+from .tokenization import Encoder, WindowEncoder, aggregate_windows, check_settings, encode_windows
+
+logger = logging.getLogger(__name__)
+
+PREPROCESSING_KEY = "bertcls_preprocessing"
+# How inputs were built and predictions read; everything that uses a fine-tuned folder builds them the same way.
+PREPROCESSING_KEYS = (
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "max_seq_length",
+    "truncation",
+    "truncation_side",
+    "head_tokens",
+    "sliding_window",
+    "stride",
+    "window_aggregation",
+    "multi_label_threshold",
+)
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def remember_preprocessing(config, data_args, labels=None) -> None:
+    """Store how inputs were built, so whatever loads the folder builds them the same way."""
+    settings = {k: getattr(data_args, k) for k in PREPROCESSING_KEYS}
+    if labels is not None and labels.multi_label:
+        settings["label_delimiter"] = labels.delimiter
+    setattr(config, PREPROCESSING_KEY, settings)
+
+
+def trained_labels(config) -> LabelSpace:
+    """The model's labels, in id order, and how a multi-label model joins them."""
+    trained = getattr(config, PREPROCESSING_KEY, None) or {}
+    return LabelSpace(
+        tuple(config.id2label[i] for i in range(config.num_labels)),
+        multi_label=config.problem_type == MULTI_LABEL,
+        delimiter=trained.get("label_delimiter") or "|",
+    )
+
+
+def load_trained_model(path: str) -> PreTrainedModel:
+    """The torch model of a fine-tuned folder, stock or custom head. A folder whose classification head was never
+    trained (a pretrained encoder) is refused: its predictions would come from random head weights."""
+    check_local_folder(path)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+        raise _not_fine_tuned(path, "it has no config.json (a release checkpoint)")
+    config = AutoConfig.from_pretrained(path)
+    model_class = EncoderClassifier if getattr(config, HEAD_KEY, None) else AutoModelForSequenceClassification
+    try:
+        model, info = from_pretrained(model_class, path, config=config)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"could not load the fine-tuned model in {path}: {str(e).splitlines()[0]}") from None
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise _not_fine_tuned(path, f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} not in its weights")
+    return model.eval()
+
+
+def _not_fine_tuned(path: str, why: str) -> UserError:
+    return UserError(
+        f"{path} is not a fine-tuned classifier: its classification head was never trained ({why})",
+        fix=f"fine-tune it first: python run_classification.py --model_name_or_path {path} --train_file ... "
+        "--output_dir ..., then use that output_dir",
+    )
+
+
+class TorchBackend:
+    """Forward passes of the torch model under inference_mode, on `device` (default: cuda when available)."""
+
+    name = "torch"
+    tensor_type = "pt"
+
+    def __init__(self, model: PreTrainedModel, device: str | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict) -> np.ndarray:
+        output = self.model(**{k: v.to(self.device) for k, v in batch.items()})
+        return output.logits.float().cpu().numpy()
+
+
+class TrainedClassifier:
+    """A fine-tuned folder: `load(path)`, then `data_args(...)`, `predict_rows(rows, data_args)` or
+    `predict_texts(texts)`."""
+
+    def __init__(self, path: str, config, tokenizer, backend):
+        self.path = path
+        self.config = config
+        self.tokenizer = tokenizer
+        self.backend = backend
+        self.labels = trained_labels(config)
+        self.preprocessing = dict(getattr(config, PREPROCESSING_KEY, None) or {})
+
+    @classmethod
+    def load(cls, path: str, device: str | None = None) -> "TrainedClassifier":
+        model = load_trained_model(path)
+        tokenizer = load_tokenizer(path, config=model.config)
+        return cls(path, model.config, tokenizer, TorchBackend(model, device))
+
+    @property
+    def model(self) -> PreTrainedModel:
+        return self.backend.model
+
+    def data_args(self, base: DataArguments | None = None, given=()) -> DataArguments:
+        """How to build inputs: the settings named in `given` as `base` has them (the user's flags), the others
+        as the model was trained (stored in its config), else `base`'s. The length default is capped at the
+        model's position limit. Logged where the user's value differs from the trained one; checked."""
+        base = base or DataArguments()
+        chosen, differs = {}, []
+        for key in PREPROCESSING_KEYS:
+            if key in given or key not in self.preprocessing:
+                continue
+            chosen[key] = self.preprocessing[key]
+        for key in set(given) & set(self.preprocessing):
+            if getattr(base, key) != self.preprocessing[key]:
+                differs.append(f"--{key} {getattr(base, key)} (trained with {self.preprocessing[key]})")
+        if "max_seq_length" not in chosen and "max_seq_length" not in given:
+            chosen["max_seq_length"] = min(base.max_seq_length, position_limit(self.config) or base.max_seq_length)
+        if differs:
+            logger.warning("%s: inputs built differently from training: %s", self.path, "; ".join(differs))
+        data_args = dataclasses.replace(base, **chosen)
+        check_settings(data_args, self.config, self.tokenizer, self.path)
+        return data_args
+
+    def threshold(self, data_args) -> float:
+        return data_args.multi_label_threshold
+
+    # -- inputs, built as in training ---------------------------------------------------------------------------
+
+    def encode(self, rows: Dataset, data_args) -> Dataset:
+        """Model inputs for a standardized split (text / text_pair columns): one row per text, or one per window
+        under --sliding_window."""
+        if data_args.sliding_window:
+            return encode_windows(rows, self.tokenizer, data_args)
+        return rows.map(Encoder(self.tokenizer, data_args), batched=True, with_indices=True, desc="Tokenizing")
+
+    def logits(self, encoded: Dataset, num_rows: int, data_args, batch_size: int = 64) -> np.ndarray:
+        """Logits per input row, in row order; windows are combined by --window_aggregation."""
+        columns = [c for c in MODEL_INPUTS if c in encoded.column_names]
+        features = encoded.select_columns(columns)
+        lengths = np.asarray(encoded["length"][:])
+        logits = self._forward(lambda rows: features.select(rows).to_dict(), lengths, batch_size)
+        if data_args.sliding_window:
+            logits = aggregate_windows(logits, encoded["row"][:], num_rows, data_args.window_aggregation)
+        return logits
+
+    def _forward(self, take, lengths: np.ndarray, batch_size: int) -> np.ndarray:
+        """Logits of every row, `take(row_indices)` giving their model inputs as columns. Rows run longest first
+        (batches of similar length need little padding) and come back in row order."""
+        from tqdm.auto import tqdm
+
+        if batch_size < 1:
+            raise UserError(f"--batch_size must be at least 1, got {batch_size}")
+        order = np.argsort(-lengths, kind="stable")
+        collator = DataCollatorWithPadding(self.tokenizer, return_tensors=self.backend.tensor_type)
+        logits = np.empty((len(order), self.config.num_labels), dtype=np.float32)
+        steps = range(0, len(order), batch_size)
+        for start in tqdm(steps, desc="Predicting", unit="batch", disable=len(steps) < 2):
+            rows = order[start : start + batch_size]
+            logits[rows] = self.backend(collator(_as_rows(take(rows))))
+        return logits
+
+    def predict_rows(self, rows: Dataset, data_args, batch_size: int = 64) -> np.ndarray:
+        """Probabilities (softmax, or a sigmoid per label) for every row of a standardized split."""
+        return self.probabilities(self.logits(self.encode(rows, data_args), len(rows), data_args, batch_size))
+
+    def predict_texts(self, texts: list[str], pairs: list[str] | None = None, data_args=None, batch_size=64):
+        """Probabilities for in-memory texts (the server's path): the same encoders, without a datasets round trip."""
+        data_args = data_args or self.data_args()
+        batch = {"text": list(texts)}
+        if pairs is not None:
+            batch["text_pair"] = list(pairs)
+        indices = list(range(len(texts)))
+        if data_args.sliding_window:
+            encoded = WindowEncoder(self.tokenizer, data_args)(batch, indices)
+        else:
+            encoded = Encoder(self.tokenizer, data_args)(batch, indices)
+        columns = [k for k in MODEL_INPUTS if k in encoded]
+        logits = self._forward(
+            lambda rows: {k: [encoded[k][i] for i in rows] for k in columns}, np.asarray(encoded["length"]), batch_size
+        )
+        if data_args.sliding_window:
+            logits = aggregate_windows(logits, encoded["row"], len(texts), data_args.window_aggregation)
+        return self.probabilities(logits)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return probabilities(logits, self.labels.multi_label)
+
+
+def _as_rows(columns: dict) -> list[dict]:
+    """{"input_ids": [[...], ...], ...} -> [{"input_ids": [...], ...}, ...], the collator's input."""
+    keys = list(columns)
+    return [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))]
