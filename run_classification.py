@@ -71,17 +71,20 @@ def main(argv=None) -> dict:
             data_args,
             data_args.preprocessing_num_workers,
             load_from_cache=not data_args.overwrite_cache,
+            sources=task.sources,
         )
         # Long test texts: every window of the text is classified (--sliding_window), not only its start.
         windows = {}
         if data_args.sliding_window and "test" in task.splits:
             windows["test"] = encode_windows(task.splits["test"], tokenizer, data_args)
     labels, threshold = task.labels, data_args.multi_label_threshold
+    data_args.positive_label = choose_positive_label(labels, data_args.positive_label)
     if trained is None:
         set_labels(config, labels)
         remember_preprocessing(config, data_args, labels)
         tokenizer.model_max_length = data_args.max_seq_length  # pipeline(truncation=True) then cuts where training did
-    compute_metrics = ComputeMetrics(len(labels), extra_metrics, labels.multi_label, threshold)
+    positive = labels.label2id.get(data_args.positive_label)
+    compute_metrics = ComputeMetrics(len(labels), extra_metrics, labels.multi_label, threshold, positive)
     train = tokenized.get("train") if training_args.do_train else None
     validation = tokenized.get("validation")
     check_evaluation(training_args, validation, task.splits)
@@ -141,11 +144,22 @@ def main(argv=None) -> dict:
         if split == "test":
             outputs.write_test_predictions(out, task, probs, threshold)
 
+    if data_args.positive_label is not None:
+        results["positive_label"] = data_args.positive_label
     if main_process:
         recipe = recipe_of(model_args, data_args, training_args)
         outputs.finish_run(out, recipe, name, task, results, reports, trainer.state.log_history, train is not None)
         outputs.print_summary(results, out)
     return results
+
+
+def choose_positive_label(labels, wanted: str | None) -> str | None:
+    """The positive label of a binary task (logged), remembered with the model and named in the results."""
+    positive = labels.positive(wanted)
+    if positive is not None:
+        how = "--positive_label" if wanted is not None else "pass --positive_label to choose another"
+        logger.info("binary precision/recall/F1 are those of the positive label %r (%s)", positive, how)
+    return positive
 
 
 def wanted_splits(training_args) -> tuple[str, ...]:

@@ -141,6 +141,21 @@ class DataArguments:
             "strings. Also admits labels that train lacks."
         },
     )
+    positive_label: str | None = field(
+        default=None,
+        metadata={
+            "help": "Two-class tasks: the label whose precision, recall and F1 are reported. Default: the label a "
+            "person means by positive (1, true, yes, pos, positive, 正面, 积极, 好评, 正向, 正例, ...), else the "
+            "second in label order; the choice is logged and written to the results and the model card."
+        },
+    )
+    allow_many_classes: bool = field(
+        default=False,
+        metadata={
+            "help": "Accept a single-label train column with more than 50 classes and more classes than half its "
+            "rows (stopped by default: that is usually a text column read as labels)."
+        },
+    )
     column_names: list[str] | None = field(
         default=None,
         metadata={

@@ -40,6 +40,7 @@ PREPROCESSING_KEYS = (
     "stride",
     "window_aggregation",
     "multi_label_threshold",
+    "positive_label",
 )
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -152,12 +153,13 @@ class TrainedClassifier:
 
     # -- inputs, built as in training ---------------------------------------------------------------------------
 
-    def encode(self, rows: Dataset, data_args) -> Dataset:
+    def encode(self, rows: Dataset, data_args, source=None) -> Dataset:
         """Model inputs for a standardized split (text / text_pair columns): one row per text, or one per window
-        under --sliding_window."""
+        under --sliding_window. `source` (data.Source) names the file in messages about its rows."""
         if data_args.sliding_window:
             return encode_windows(rows, self.tokenizer, data_args)
-        return rows.map(Encoder(self.tokenizer, data_args), batched=True, with_indices=True, desc="Tokenizing")
+        encoder = Encoder(self.tokenizer, data_args, source)
+        return rows.map(encoder, batched=True, with_indices=True, desc="Tokenizing")
 
     def logits(self, encoded: Dataset, num_rows: int, data_args, batch_size: int = 64) -> np.ndarray:
         """Logits per input row, in row order; windows are combined by --window_aggregation."""
@@ -185,9 +187,10 @@ class TrainedClassifier:
             logits[rows] = self.backend(collator(_as_rows(take(rows))))
         return logits
 
-    def predict_rows(self, rows: Dataset, data_args, batch_size: int = 64) -> np.ndarray:
+    def predict_rows(self, rows: Dataset, data_args, batch_size: int = 64, source=None) -> np.ndarray:
         """Probabilities (softmax, or a sigmoid per label) for every row of a standardized split."""
-        return self.probabilities(self.logits(self.encode(rows, data_args), len(rows), data_args, batch_size))
+        encoded = self.encode(rows, data_args, source)
+        return self.probabilities(self.logits(encoded, len(rows), data_args, batch_size))
 
     def predict_texts(self, texts: list[str], pairs: list[str] | None = None, data_args=None, batch_size=64):
         """Probabilities for in-memory texts (the server's path): the same encoders, without a datasets round trip."""

@@ -21,6 +21,7 @@ from .labels import LabelSpace, canonical_label, label_list
 
 logger = logging.getLogger(__name__)
 
+SOURCE_ROW = "source_row"  # a standardized row's index among its file's data rows
 SPLIT_FILE_ARGS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 SUPPORTED = ".csv, .tsv, .txt, .json, .jsonl or .parquet"
@@ -52,6 +53,7 @@ class TaskData:
     is_pair: bool
     raw_test: Dataset | None = None  # test rows with the user's own columns, for predictions.csv
     dropped: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)  # where each split's rows come from, for messages
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -62,7 +64,9 @@ def read_file(path: str, data_args, cache_dir: str | None = None) -> tuple[Datas
     """Read one data file into a Dataset with the file's own columns."""
     if not os.path.isfile(path):
         raise UserError(
-            f"data file not found: {path}", fix="check the path (relative paths start in the current folder)"
+            f"data file not found: {path}",
+            fix="check the path: relative paths on the command line start in the current folder, in a recipe at "
+            "the recipe's folder",
         )
     ext = os.path.splitext(path)[1].lower()
     if ext not in (*DELIMITERS, ".json", ".jsonl", ".parquet"):
@@ -125,6 +129,14 @@ def read_delimited(path, ext, encoding, sample, data_args, cache_dir) -> tuple[D
     names = data_args.column_names
     if names:
         has_header = header == names
+        named = [field for field in header if field.strip() in names]
+        if not has_header and named:
+            raise UserError(
+                f"{path}: line 1 ({', '.join(header)[:80]}) looks like a header line (it holds the column name "
+                f"{named[0]!r}), but --column_names says the file has none, so it would be read as a data row",
+                fix="drop --column_names and name the columns as the header does (e.g. --text_column), or delete "
+                "the header line",
+            )
     elif ext == ".txt":
         has_header = data_args.text_column in header and data_args.label_column in header
         if not has_header:
@@ -312,7 +324,10 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
         logger.warning(
             "%s: dropped %d rows (--drop_invalid_rows): %s", split, dropped, _describe_problems(by_problem, source)
         )
-    return converted.remove_columns(["_problem", "_row"]), dropped
+    # The file row of every row stays (as SOURCE_ROW) so later messages, e.g. about truncation, name its line.
+    converted = converted.rename_column("_row", SOURCE_ROW)
+    columns = [c for c in ("text", "text_pair", "label") if c in converted.column_names]
+    return converted.select_columns([*columns, SOURCE_ROW]), dropped
 
 
 def multi_hot(names, label2id: dict[str, int]) -> list[float]:
@@ -397,6 +412,8 @@ def load_task_data(
             sources["train"].name,
             multi_label=multi_label,
             delimiter=data_args.label_delimiter,
+            column=data_args.label_column,
+            allow_many_classes=data_args.allow_many_classes,
         )
     elif data_args.label_names:
         labels = LabelSpace(tuple(data_args.label_names), multi_label, data_args.label_delimiter or "|")
@@ -431,7 +448,8 @@ def load_task_data(
         )
     standardized = {s: first_rows(ds, limits[s]) for s, ds in standardized.items()}
     raw_test = first_rows(raw["test"], limits["test"]) if "test" in raw else None
-    return TaskData(DatasetDict(standardized), labels, bool(data_args.text_pair_column), raw_test, dropped)
+    sources["validation"] = sources.get("validation") or sources.get("train")  # a held-out split's rows are train's
+    return TaskData(DatasetDict(standardized), labels, bool(data_args.text_pair_column), raw_test, dropped, sources)
 
 
 def is_multi_label(raw: dict, data_args, sources: dict) -> bool:

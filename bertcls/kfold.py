@@ -137,6 +137,8 @@ def run_kfold(
     if "test" in ensemble:
         outputs.write_test_predictions(out, task, ensemble["test"], threshold)
     outputs.write_json(os.path.join(out, "kfold_results.json"), summary)
+    if data_args.positive_label is not None:
+        results["positive_label"] = data_args.positive_label
     recipe = recipe_of(model_args, data_args, training_args)
     outputs.finish_run(out, recipe, model_args.model_name_or_path, task, results, reports, [])
     return results

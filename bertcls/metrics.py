@@ -21,21 +21,28 @@ from .errors import UserError
 logger = logging.getLogger(__name__)
 
 
-def classification_metrics(references: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, float]:
-    """accuracy, macro precision/recall/F1, micro and weighted F1; for two classes also the positive class's
-    (id 1) precision/recall/F1. `samples` is the number of rows evaluated."""
-    ids = list(range(num_labels))
+def classification_metrics(
+    references: np.ndarray, predictions: np.ndarray, num_labels: int, positive: int | None = 1
+) -> dict[str, float]:
+    """accuracy, macro precision/recall/F1, micro and weighted F1; for two classes also the precision/recall/F1 of
+    the `positive` class id. `samples` is the number of rows evaluated.
+
+    Macro averages run over the classes present in the references or the predictions: a class absent from both
+    has no score to average (sklearn would count it as 0), which matters for small validation splits and k-fold
+    folds that lack a class."""
+    references, predictions = np.asarray(references), np.asarray(predictions)
+    present = sorted(set(references.tolist()) | set(predictions.tolist())) or list(range(num_labels))
     result = {"accuracy": accuracy_score(references, predictions)}
     for average in ("macro", "micro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(
-            references, predictions, labels=ids, average=average, zero_division=0
+            references, predictions, labels=present, average=average, zero_division=0
         )
         if average == "macro":
             result.update(precision_macro=p, recall_macro=r)
         result[f"f1_{average}"] = f
     if num_labels == 2:
         p, r, f, _ = precision_recall_fscore_support(
-            references, predictions, labels=[1], average=None, zero_division=0
+            references, predictions, labels=[1 if positive is None else positive], average=None, zero_division=0
         )
         result.update(precision=p[0], recall=r[0], f1=f[0])
     result = {k: float(v) for k, v in result.items()}
@@ -45,20 +52,36 @@ def classification_metrics(references: np.ndarray, predictions: np.ndarray, num_
 
 def multi_label_metrics(references: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     """Multi-hot references and predictions: subset accuracy, Hamming loss, micro/macro precision, recall and F1,
-    weighted and samples-average F1. `samples` is the number of rows evaluated."""
+    weighted and samples-average F1. `samples` is the number of rows evaluated.
+
+    Macro averages run over the labels present in some reference or prediction; in the samples average a row
+    with no gold and no predicted label is right (F1 1, where sklearn gives 0)."""
     references, predictions = np.asarray(references).astype(int), np.asarray(predictions).astype(int)
+    present = np.flatnonzero(references.any(axis=0) | predictions.any(axis=0)).tolist()
     result = {
         "subset_accuracy": accuracy_score(references, predictions),
         "hamming_loss": hamming_loss(references, predictions),
     }
-    for average in ("micro", "macro", "weighted", "samples"):
-        p, r, f, _ = precision_recall_fscore_support(references, predictions, average=average, zero_division=0)
+    for average in ("micro", "macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            references, predictions, labels=present or None, average=average, zero_division=0
+        )
         if average in ("micro", "macro"):
             result.update({f"precision_{average}": p, f"recall_{average}": r})
         result[f"f1_{average}"] = f
+    result["f1_samples"] = samples_f1(references, predictions)
     result = {k: float(v) for k, v in result.items()}
     result["samples"] = int(len(references))
     return result
+
+
+def samples_f1(references: np.ndarray, predictions: np.ndarray) -> float:
+    """Mean over rows of 2TP / (2TP + FP + FN), 1 for a row with no gold and no predicted label."""
+    tp = (references & predictions).sum(axis=1)
+    wrong = (references ^ predictions).sum(axis=1)
+    denominator = 2 * tp + wrong
+    per_row = np.where(denominator == 0, 1.0, 2 * tp / np.maximum(denominator, 1))
+    return float(per_row.mean()) if len(per_row) else 0.0
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -106,9 +129,15 @@ class ComputeMetrics:
     """The Trainer's compute_metrics: logits and labels of the whole (gathered) evaluation set."""
 
     def __init__(
-        self, num_labels: int, extra_metrics: list | None = None, multi_label: bool = False, threshold: float = 0.5
+        self,
+        num_labels: int,
+        extra_metrics: list | None = None,
+        multi_label: bool = False,
+        threshold: float = 0.5,
+        positive: int | None = None,
     ):
         self.num_labels = num_labels
+        self.positive = positive  # the class id whose precision/recall/F1 a binary task reports
         self.extra_metrics = extra_metrics or []
         self.multi_label = multi_label
         self.threshold = threshold
@@ -131,7 +160,7 @@ class ComputeMetrics:
         predictions = decide(probs, self.multi_label, self.threshold)
         if self.multi_label:
             return multi_label_metrics(references, predictions)
-        result = classification_metrics(references, predictions, self.num_labels)
+        result = classification_metrics(references, predictions, self.num_labels, self.positive)
         for metric in self.extra_metrics:
             extra = metric.compute(predictions=predictions, references=references)
             result.update({k: float(v) for k, v in extra.items() if np.isscalar(v)})

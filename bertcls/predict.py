@@ -89,7 +89,7 @@ def main(argv=None):
     raw, source = read_file(args.input_file, data_args)
     check_columns(raw, source, data_args, need_label=False)
     rows, _ = standardize(raw, source, data_args, labels=None, split="test")
-    probs = classifier.predict_rows(rows, data_args, args.batch_size)
+    probs = classifier.predict_rows(rows, data_args, args.batch_size, source)
     labels = classifier.labels
     frame = predictions_frame(raw.to_pandas(), probs, labels, data_args.multi_label_threshold)
     write_predictions(args.output_file, frame)

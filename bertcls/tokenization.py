@@ -70,9 +70,11 @@ def check_settings(data_args, config, tokenizer, model_name: str) -> None:
 
 
 class Encoder:
-    """Tokenizes a batch of `text` / `text_pair`; picklable, so `datasets.map(num_proc=...)` can use it."""
+    """Tokenizes a batch of `text` / `text_pair`; picklable, so `datasets.map(num_proc=...)` can use it. `source`
+    (data.Source) names the file and lines of rows that cannot be cut as asked, by their `source_row` column."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, data_args):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, data_args, source=None):
+        self.source = source
         self.tokenizer = tokenizer
         self.tokenizer.truncation_side = data_args.truncation_side
         self.max_length = data_args.max_seq_length
@@ -86,7 +88,9 @@ class Encoder:
         enc = {k: enc[k] for k in TOKENIZER_OUTPUTS + ("special_tokens_mask",) if k in enc}
         long_rows = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) > self.max_length]
         if long_rows:
-            cut = self._head_tail(enc, long_rows) if head_tail else self._truncate(texts, pairs, long_rows, rows)
+            file_rows = batch.get("source_row") or rows or range(len(texts))
+            where = [file_rows[i] for i in long_rows]
+            cut = self._head_tail(enc, long_rows) if head_tail else self._truncate(texts, pairs, long_rows, where)
             for key in TOKENIZER_OUTPUTS:
                 if key in enc:
                     for i, values in zip(long_rows, cut[key]):
@@ -99,7 +103,8 @@ class Encoder:
         enc["unk_tokens"] = [ids.count(unk) if unk is not None else 0 for ids in enc["input_ids"]]
         return enc
 
-    def _truncate(self, texts, pairs, long_rows, rows) -> dict:
+    def _truncate(self, texts, pairs, long_rows, where) -> dict:
+        """The tokenizer's truncation of the long rows; `where` holds their file rows, for the message."""
         sub_texts = [texts[i] for i in long_rows]
         sub_pairs = [pairs[i] for i in long_rows] if pairs is not None else None
         try:
@@ -107,7 +112,7 @@ class Encoder:
         except Exception:  # the Rust tokenizer refuses when the side it may cut is too short to make room
             kept = "second" if self.truncation == "only_first" else "first"
             bad = []
-            for j, i in enumerate(long_rows):
+            for j in range(len(long_rows)):
                 try:
                     self.tokenizer(
                         sub_texts[j],
@@ -116,10 +121,11 @@ class Encoder:
                         max_length=self.max_length,
                     )
                 except Exception:
-                    bad.append(rows[i] + 1 if rows is not None else i + 1)
+                    bad.append(where[j])
+            rows = self.source.rows(bad) if self.source is not None else f"row(s) {[i + 1 for i in bad[:5]]}"
             raise UserError(
-                f"--truncation {self.truncation} cannot fit row(s) {bad[:5]} into {self.max_length} tokens: the "
-                f"{kept} text alone is too long",
+                f"--truncation {self.truncation} cannot fit {rows} into {self.max_length} tokens: the {kept} text "
+                "alone is too long",
                 fix="use --truncation longest_first (cuts whichever text is longer), or raise --max_seq_length",
             ) from None
 
@@ -236,13 +242,14 @@ class TokenStats:
         )
 
 
-def tokenize_splits(splits: DatasetDict, tokenizer, data_args, num_proc=None, load_from_cache=True):
-    """Tokenize every split; returns the tokenized splits (with a `length` column) and TokenStats per split."""
-    encoder = Encoder(tokenizer, data_args)
+def tokenize_splits(splits: DatasetDict, tokenizer, data_args, num_proc=None, load_from_cache=True, sources=None):
+    """Tokenize every split; returns the tokenized splits (with a `length` column) and TokenStats per split.
+    `sources` (split -> data.Source) lets messages name the file and line of a row."""
     specials = tokenizer.num_special_tokens_to_add(pair=bool(data_args.text_pair_column))
     tokenized, stats = {}, {}
     for split, ds in splits.items():
-        text_columns = [c for c in ("text", "text_pair") if c in ds.column_names]
+        encoder = Encoder(tokenizer, data_args, (sources or {}).get(split))
+        text_columns = [c for c in ("text", "text_pair", "source_row") if c in ds.column_names]
         ds = ds.map(
             encoder,
             batched=True,

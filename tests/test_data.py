@@ -39,8 +39,8 @@ def test_lcqmc_dev_loads_as_pairs():
     )
     train = task.splits["train"]
     assert len(train) == 8802 and task.is_pair
-    assert train.column_names == ["text", "text_pair", "label"]
-    assert train[0] == {"text": "开初婚未育证明怎么弄？", "text_pair": "初婚未育情况证明怎么开？", "label": 1}
+    assert train.column_names == ["text", "text_pair", "label", "source_row"]
+    assert train[0] == {"text": "开初婚未育证明怎么弄？", "text_pair": "初婚未育情况证明怎么开？", "label": 1, "source_row": 0}
 
 
 def test_tnews_labels_with_gaps_map_to_contiguous_ids_and_keep_their_names():
@@ -158,7 +158,7 @@ def test_unlabelled_test_file(write):
     train = write("train.csv", "text,label\n好,pos\n差,neg\n")
     test = write("test.csv", "text\n好\n差\n")
     task = load(train_file=train, test_file=test, validation_split_percentage=0)
-    assert task.splits["test"].column_names == ["text"] and len(task.raw_test) == 2
+    assert task.splits["test"].column_names == ["text", "source_row"] and len(task.raw_test) == 2
 
 
 def test_max_samples_take_the_first_rows():
