@@ -25,7 +25,7 @@ from bertcls.interrupt import INTERRUPTED_EXIT_CODE, GracefulInterrupt
 from bertcls.kfold import run_kfold
 from bertcls.logs import setup_logging
 from bertcls.metrics import ComputeMetrics, load_extra_metrics, probabilities
-from bertcls.modeling import configure_head, load_model, set_labels
+from bertcls.modeling import HEAD_KEY, configure_head, load_model, set_labels
 from bertcls.recipes import given_fields, parse_args, recipe_of
 from bertcls.tokenization import check_settings, encode_windows, tokenize_splits
 from bertcls.trainer import build_trainer, check_evaluation, predict_split
@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
             continue
         if labelled:
             outputs.write_json(os.path.join(out, f"{prefix}_results.json"), metrics)
-            reports.append(outputs.split_report(out, split, tokenized[split]["label"], probs, labels, threshold))
+            reports.append(outputs.split_report(split, tokenized[split]["label"][:], probs, labels, threshold))
         if split == "test":
             outputs.write_test_predictions(out, task, probs, threshold)
 
@@ -148,7 +148,9 @@ def main(argv=None) -> dict:
         results["positive_label"] = data_args.positive_label
     if main_process:
         recipe = recipe_of(model_args, data_args, training_args)
-        outputs.finish_run(out, recipe, name, task, results, reports, trainer.state.log_history, train is not None)
+        custom_head = getattr(config, HEAD_KEY, None) is not None
+        history = trainer.state.log_history
+        outputs.finish_run(out, recipe, name, task, results, reports, history, train is not None, custom_head)
         outputs.print_summary(results, out)
     return results
 

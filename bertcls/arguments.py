@@ -27,6 +27,74 @@ PATH_FIELDS = {
 }
 
 
+# The range of every numeric option, checked when the arguments are parsed (before anything is loaded), so a bad
+# value is one line naming the flag instead of a traceback from deep inside scikit-learn or torch.
+# name: (low, high, low_included, high_included); None = no bound. None values (unset options) are not checked.
+SEED_MAX = 2**32 - 1
+RANGES = {
+    # model
+    "head_hidden_size": (1, None, True, True),
+    "head_dropout": (0, 1, True, False),
+    # data
+    "multi_label_threshold": (0, 1, False, False),
+    "validation_split_percentage": (0, 100, True, False),
+    "max_seq_length": (1, None, True, True),
+    "head_tokens": (0, None, True, True),
+    "stride": (0, None, True, True),
+    "max_train_samples": (1, None, True, True),
+    "max_eval_samples": (1, None, True, True),
+    "max_predict_samples": (1, None, True, True),
+    "preprocessing_num_workers": (1, None, True, True),
+    # training
+    "learning_rate": (0, None, False, True),
+    "weight_decay": (0, None, True, True),
+    "warmup_steps": (0, None, True, True),
+    "num_train_epochs": (0, None, True, True),
+    "per_device_train_batch_size": (1, None, True, True),
+    "per_device_eval_batch_size": (1, None, True, True),
+    "gradient_accumulation_steps": (1, None, True, True),
+    "eval_accumulation_steps": (1, None, True, True),
+    "max_grad_norm": (0, None, True, True),
+    "logging_steps": (0, None, False, True),
+    "eval_steps": (0, None, False, True),
+    "save_steps": (0, None, False, True),
+    "save_total_limit": (1, None, True, True),
+    "seed": (0, SEED_MAX, True, True),
+    "data_seed": (0, SEED_MAX, True, True),
+    "kfold_seed": (0, SEED_MAX, True, True),
+    "dataloader_num_workers": (0, None, True, True),
+    "adam_beta1": (0, 1, True, False),
+    "adam_beta2": (0, 1, True, False),
+    "adam_epsilon": (0, None, False, True),
+    "label_smoothing_factor": (0, 1, True, False),
+    "pad_to_multiple_of": (1, None, True, True),
+    "layerwise_lr_decay": (0, 1, False, True),
+    "focal_gamma": (0, None, True, True),
+    "adv_epsilon": (0, None, False, True),
+    "rdrop_alpha": (0, None, True, True),
+    "early_stopping_patience": (1, None, True, True),
+    "early_stopping_threshold": (0, None, True, True),
+}
+
+
+def check_ranges(args) -> None:
+    """Every numeric field of `args` named in RANGES lies in its range, else one UserError naming the flag."""
+    for name, (low, high, low_in, high_in) in RANGES.items():
+        value = getattr(args, name, None)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        too_low = low is not None and (value < low or (value == low and not low_in))
+        too_high = high is not None and (value > high or (value == high and not high_in))
+        if too_low or too_high:
+            raise UserError(f"--{name} must be {_describe_range(low, high, low_in, high_in)}, got {value}")
+
+
+def _describe_range(low, high, low_in, high_in) -> str:
+    if high is None:
+        return f"{'at least' if low_in else 'above'} {low}"
+    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(
@@ -87,6 +155,9 @@ class ModelArguments:
             "faster and less memory, see the README's Performance section). Keys must exist in config.json.",
         },
     )
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass
@@ -227,6 +298,9 @@ class DataArguments:
     )
     overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of using the datasets cache."})
 
+    def __post_init__(self):
+        check_ranges(self)
+
 
 @dataclass
 class ClassificationTrainingArguments(TrainingArguments):
@@ -343,7 +417,9 @@ class ClassificationTrainingArguments(TrainingArguments):
         default=0.0,
         metadata={
             "help": "R-Drop (Liang et al. 2021): run each training batch twice with different dropout and add alpha "
-            "x the symmetric KL divergence of the two predictions (mean over rows) to their mean loss. 0 disables."
+            "x the symmetric KL divergence of the two predictions to their mean loss. 0 disables. The KL here is a "
+            "mean over rows, like the loss; the reference implementation sums it over the batch, so its alpha a "
+            "is a x batch size here."
         },
     )
     # Cross-validation
@@ -429,12 +505,11 @@ def check_options(args) -> None:
             ) from None
         if any(not w > 0 for w in numbers):
             raise UserError(f"--class_weights {' '.join(weights)}: every weight must be above 0")
-    if args.focal_gamma < 0:
-        raise UserError(f"--focal_gamma must be 0 or more, got {args.focal_gamma}")
-    if args.adversarial == "fgm" and not args.adv_epsilon > 0:
-        raise UserError(f"--adv_epsilon must be above 0, got {args.adv_epsilon}")
-    if args.rdrop_alpha < 0:
-        raise UserError(f"--rdrop_alpha must be 0 or more, got {args.rdrop_alpha}")
+    check_ranges(args)
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise UserError(f"--max_steps must be -1 (train --num_train_epochs) or at least 1, got {args.max_steps}")
+    if args.max_steps == -1 and args.do_train and not args.num_train_epochs > 0:
+        raise UserError(f"--num_train_epochs must be above 0, got {args.num_train_epochs}", fix="or pass --max_steps")
     if args.kfold == 1 or args.kfold < 0:
         raise UserError(
             f"--kfold {args.kfold}: k-fold needs at least 2 folds", fix="pass --kfold 5, or 0 to turn it off"

@@ -254,7 +254,7 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
     """
     text_col, pair_col, label_col = data_args.text_column, data_args.text_pair_column, data_args.label_column
     with_label = labels is not None and label_col in ds.column_names
-    if with_label and split == "test" and all(_missing(v) for v in ds[label_col]):
+    if with_label and split == "test" and all(_missing(v) for v in ds[label_col][:]):
         with_label = False  # an empty label column in a test file means "unlabelled"
     label2id = labels.label2id if labels else {}
     multi_label = labels is not None and labels.multi_label
@@ -467,7 +467,7 @@ def is_multi_label(raw: dict, data_args, sources: dict) -> bool:
     for split, ds in raw.items():
         if column not in ds.column_names:
             continue
-        for i, value in enumerate(ds[column]):
+        for i, value in enumerate(ds[column][:]):
             try:
                 label_list(value, data_args.label_delimiter)
             except ValueError:

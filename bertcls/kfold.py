@@ -23,7 +23,7 @@ from transformers import set_seed
 from . import outputs
 from .errors import UserError
 from .metrics import probabilities
-from .modeling import load_model
+from .modeling import HEAD_KEY, load_model
 from .recipes import recipe_of
 from .trainer import build_trainer, predict_split
 
@@ -73,7 +73,8 @@ def run_kfold(
     labels, threshold = task.labels, data_args.multi_label_threshold
     train = tokenized["train"]
     seed = training_args.kfold_seed if training_args.kfold_seed is not None else training_args.seed
-    folds = fold_ids(train["label"], k, seed, labels.multi_label)
+    train_labels = train["label"][:]  # [:] reads the column at once, not row by row
+    folds = fold_ids(train_labels, k, seed, labels.multi_label)
     wanted = {"validation": training_args.do_eval, "test": training_args.do_predict}
     others = [(s, p) for s, p in (("validation", "eval"), ("test", "test")) if s in tokenized and wanted[s]]
 
@@ -111,25 +112,25 @@ def run_kfold(
         del trainer
 
     mean, std = summarize(fold_metrics)
-    reference = np.asarray(train["label"])
+    reference = np.asarray(train_labels)
     summary = {"folds": fold_metrics, "mean": mean, "std": std, "oof": compute_metrics.score(oof, reference)}
     results = {f"kfold_{key}_mean": v for key, v in mean.items() if not key.endswith(("runtime", "per_second"))}
     results.update({f"kfold_{key}_std": v for key, v in std.items() if not key.endswith(("runtime", "per_second"))})
     results.update({f"oof_{key}": v for key, v in summary["oof"].items()})
-    reports = [outputs.split_report(out, "oof", reference, oof, labels, threshold)] if main_process else []
+    reports = [outputs.split_report("oof", reference, oof, labels, threshold)] if main_process else []
     for split, prefix in others:
         if "label" in tokenized[split].column_names:
-            summary[split] = compute_metrics.score(ensemble[split], np.asarray(tokenized[split]["label"]))
+            summary[split] = compute_metrics.score(ensemble[split], np.asarray(tokenized[split]["label"][:]))
             results.update({f"{prefix}_{key}": v for key, v in summary[split].items()})
             if main_process:
-                reference_split = tokenized[split]["label"]
-                reports.append(outputs.split_report(out, split, reference_split, ensemble[split], labels, threshold))
+                reference_split = tokenized[split]["label"][:]
+                reports.append(outputs.split_report(split, reference_split, ensemble[split], labels, threshold))
     if not main_process:
         return results
 
     texts = task.splits["train"]  # the same rows as `train`, before tokenizing
     rows = texts.select_columns([c for c in ("text", "text_pair") if c in texts.column_names]).to_pandas()
-    rows["label"] = [labels.join(v) if labels.multi_label else labels.names[v] for v in train["label"]]
+    rows["label"] = [labels.join(v) if labels.multi_label else labels.names[v] for v in train_labels]
     rows["fold"] = folds
     outputs.write_predictions(
         os.path.join(out, "oof_predictions.csv"), outputs.predictions_frame(rows, oof, labels, threshold)
@@ -140,5 +141,6 @@ def run_kfold(
     if data_args.positive_label is not None:
         results["positive_label"] = data_args.positive_label
     recipe = recipe_of(model_args, data_args, training_args)
-    outputs.finish_run(out, recipe, model_args.model_name_or_path, task, results, reports, [])
+    custom_head = getattr(config, HEAD_KEY, None) is not None
+    outputs.finish_run(out, recipe, model_args.model_name_or_path, task, results, reports, [], True, custom_head)
     return results

@@ -1,7 +1,8 @@
 """Everything a run writes besides the model: results, predictions, reports, plots, model card.
 
-Every file is written to a temporary name and renamed into place, so a crash never leaves a truncated
-predictions.csv or results json that a later reader could take for a result.
+Every file is written atomically (files.py). Results and predictions come first, then the reports and the model
+card, then all_results.json (its presence marks the run finished), and the figures last: a figure that fails is
+logged and skipped (plots.py).
 """
 
 import glob
@@ -9,15 +10,15 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import warnings
-from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from . import plots
 from .errors import UserError
+from .files import atomic_path, write_json, write_text
 from .metrics import confusion, decide, report_text
 
 logger = logging.getLogger(__name__)
@@ -49,30 +50,6 @@ MODEL_FILES = (
     "training_args.bin",
 )
 FINISHED_MARKER = "all_results.json"  # written last, so its presence means the run finished
-
-
-@contextmanager
-def atomic_path(path: str):
-    """Yield a temporary path next to `path`; rename it onto `path` only when the block succeeds."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text(path: str, text: str) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def write_json(path: str, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def check_output_dir(args, reads_from=()) -> str | None:
@@ -195,79 +172,74 @@ def write_test_predictions(output_dir: str, task, probs: np.ndarray, threshold: 
     write_predictions(os.path.join(output_dir, "predictions.csv"), frame)
 
 
-def plot_confusion(path: str, matrix: np.ndarray, names: list[str], title: str) -> None:
-    from sklearn.metrics import ConfusionMatrixDisplay
+@dataclass
+class SplitReport:
+    """What one labelled split's report shows: the per-class text, and the confusion matrix drawn later."""
 
-    plt = _pyplot()
-    size = max(4.0, 0.6 * len(names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(matrix, display_labels=names).plot(ax=ax, colorbar=False, xticks_rotation=45)
-    ax.set_title(title)
-    _save_figure(fig, path)
+    split: str
+    text: str
+    matrix: np.ndarray | None  # None for multi-label splits, which report per label instead
 
 
-def plot_learning_curve(path: str, log_history: list[dict], metric: str) -> bool:
-    """Training loss per logged step, and eval loss / `metric` per evaluation. False when nothing was logged."""
-    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
-    evals = [(e["step"], e.get("eval_loss"), e.get(f"eval_{metric}")) for e in log_history if "eval_loss" in e]
-    if not train and not evals:
-        return False
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="train loss")
-    if evals:
-        ax.plot([s for s, _, _ in evals], [v for _, v, _ in evals], "o-", label="eval loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend(loc="upper left")
-    scored = [(s, m) for s, _, m in evals if m is not None]
-    if scored:
-        right = ax.twinx()
-        right.plot(*zip(*scored), "s--", color="tab:green", label=f"eval {metric}")
-        right.set_ylabel(metric)
-        right.legend(loc="upper right")
-    ax.set_title("learning curve")
-    _save_figure(fig, path)
-    return True
+def split_report(split: str, references: np.ndarray, probs: np.ndarray, labels, threshold: float = 0.5) -> SplitReport:
+    """Per-class precision/recall/F1 for one labelled split and, single-label, its confusion matrix."""
+    names = list(labels.names)
+    predictions = decide(probs, labels.multi_label, threshold)
+    references = np.asarray(references)
+    if labels.multi_label:
+        references = references.astype(int)
+        text = f"== {split} ({len(references)} rows, multi-label)\n{report_text(references, predictions, names)}"
+        return SplitReport(split, text, None)
+    text = f"== {split} ({len(references)} rows)\n{report_text(references, predictions, names)}"
+    return SplitReport(split, text, confusion(references, predictions, len(names)))
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def is_hub_id(name: str) -> bool:
+    return not os.path.exists(name) and not os.path.isabs(name) and not name.startswith(".") and name.count("/") <= 1
 
 
-def _save_figure(fig, path: str) -> None:
-    plt = _pyplot()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # label names in scripts the default font lacks only draw as boxes
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-
-
-def model_card(model_name: str, task: str, label_names: list[str], results: dict, recipe: dict) -> str:
-    """A README.md for the output folder: what the model is, its scores, and the recipe that made it."""
-    # A multi-label model's pipeline applies a sigmoid per label; top_k=None shows every label, not only the best.
-    call_end = ", top_k=None)" if task.startswith("multi-label") else ")"
+def model_card(model_name: str, task, results: dict, recipe: dict, custom_head: bool) -> str:
+    """A README.md for the output folder: what the model is, its scores, how to load it, and the recipe."""
+    names = list(task.labels.names)
+    kind = ("multi-label " if task.labels.multi_label else "") + ("sentence-pair" if task.is_pair else "text")
+    # base_model is a Hub id in the card's metadata; a local folder is named by its last part only.
+    base = f"base_model: {model_name}\n" if is_hub_id(model_name) else ""
+    source = f"`{model_name}`" if is_hub_id(model_name) else f"a local checkpoint (`{os.path.basename(model_name)}`)"
+    positive = results.get("positive_label")
     rows = "\n".join(
         f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(results.items())
     )
+    example = '{"text": "今天天气很好", "text_pair": "适合出去玩"}' if task.is_pair else '"这家酒店的服务很好"'
+    if custom_head:
+        # pipeline() would build the stock head and leave this folder's custom head out (random predictions).
+        pair = ', pairs=["适合出去玩"]' if task.is_pair else ""
+        first = '"今天天气很好"' if task.is_pair else '"这家酒店的服务很好"'
+        use = f"""This folder has a custom head (`bertcls_head` in config.json), which `pipeline()` and
+`AutoModelForSequenceClassification` cannot build: load it with bertcls.
+
+```python
+from bertcls.classifier import TrainedClassifier
+classifier = TrainedClassifier.load("path/to/this/folder")
+probs = classifier.predict_texts([{first}]{pair})
+print(dict(zip(classifier.labels.names, probs[0].round(4))))
+```"""
+    else:
+        # A multi-label model's pipeline applies a sigmoid per label; top_k=None shows every label, not only the best.
+        call_end = ", top_k=None)" if task.labels.multi_label else ")"
+        use = f"""```python
+from transformers import pipeline
+classifier = pipeline("text-classification", model="path/to/this/folder")
+print(classifier({example}{call_end})
+```"""
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
-base_model: {model_name}
----
+{base}---
 
-# {task} classifier fine-tuned from `{model_name}`
+# {kind} classifier fine-tuned from {source}
 
-Labels ({len(label_names)}): {", ".join(f"`{n}`" for n in label_names)}
-
+Labels ({len(names)}): {", ".join(f"`{n}`" for n in names)}
+{f"{chr(10)}Two classes: `precision`, `recall` and `f1` are those of the positive label `{positive}`.{chr(10)}" if positive else ""}
 ## Results
 
 | metric | value |
@@ -276,13 +248,10 @@ Labels ({len(label_names)}): {", ".join(f"`{n}`" for n in label_names)}
 
 ## Use
 
-```python
-from transformers import pipeline
-classifier = pipeline("text-classification", model="path/to/this/folder")
-classifier("这家酒店的服务很好"{call_end}
-```
+{use}
 
-or batch inference on a file: `python -m bertcls.predict --model_name_or_path path/to/this/folder --input_file F --output_file G`.
+Batch inference on a file, with inputs built exactly as in training:
+`python -m bertcls.predict --model_name_or_path path/to/this/folder --input_file F --output_file G`.
 
 ## Recipe
 
@@ -295,39 +264,34 @@ Made with bertcls `run_classification.py`; `recipe.json` in this folder re-runs 
 
 
 def finish_run(
-    out: str, recipe: dict, model_name: str, task, results: dict, reports: list[str], log_history, model_saved=True
+    out: str,
+    recipe: dict,
+    model_name: str,
+    task,
+    results: dict,
+    reports: list[SplitReport],
+    log_history,
+    model_saved: bool = True,
+    custom_head: bool = False,
 ) -> None:
-    """The files every finished run ends with: recipe, reports, learning curve, model card (when the run saved a
-    model), and all_results.json written last (its presence marks the run finished). Main process only."""
+    """The files every finished run ends with: recipe, reports, the model card (when the run saved a model),
+    all_results.json (its presence marks the run finished), then the figures, each of which may fail alone.
+    Main process only."""
     write_json(os.path.join(out, "recipe.json"), recipe)
     if reports:
-        write_text(os.path.join(out, "classification_report.txt"), "\n".join(reports))
-    curve_metric = "f1_macro" if task.labels.multi_label else "accuracy"
-    plot_learning_curve(os.path.join(out, "learning_curve.png"), log_history, curve_metric)
+        write_text(os.path.join(out, "classification_report.txt"), "\n".join(r.text for r in reports))
     if model_saved:
-        task_name = ("multi-label " if task.labels.multi_label else "") + ("sentence-pair" if task.is_pair else "text")
-        card = model_card(model_name, task_name, list(task.labels.names), results, recipe)
-        write_text(os.path.join(out, "README.md"), card)
+        write_text(os.path.join(out, "README.md"), model_card(model_name, task, results, recipe, custom_head))
     write_json(os.path.join(out, FINISHED_MARKER), results)
-
-
-def split_report(
-    output_dir: str, split: str, references: np.ndarray, probs: np.ndarray, labels, threshold: float = 0.5
-) -> str:
-    """Per-class report text for one labelled split, and its confusion-matrix PNG (single-label only: a
-    multi-label report lists each label's precision/recall/F1 instead)."""
-    names = list(labels.names)
-    predictions = decide(probs, labels.multi_label, threshold)
-    if labels.multi_label:
-        references = np.asarray(references).astype(int)
-        return f"== {split} ({len(references)} rows, multi-label)\n{report_text(references, predictions, names)}"
-    plot_confusion(
-        os.path.join(output_dir, f"confusion_matrix_{split}.png"),
-        confusion(references, predictions, len(names)),
-        names,
-        f"{split}: rows = true label, columns = prediction",
-    )
-    return f"== {split} ({len(references)} rows)\n{report_text(references, predictions, names)}"
+    names = list(task.labels.names)
+    for report in reports:
+        if report.matrix is not None:
+            path = os.path.join(out, f"confusion_matrix_{report.split}.png")
+            title = f"{report.split}: rows = true label, columns = prediction"
+            plots.draw(f"{report.split} confusion matrix", plots.plot_confusion, path, report.matrix, names, title)
+    curve_metric = "f1_macro" if task.labels.multi_label else "accuracy"
+    path = os.path.join(out, "learning_curve.png")
+    plots.draw("learning curve", plots.plot_learning_curve, path, log_history, curve_metric)
 
 
 def print_summary(results: dict, out: str) -> None:

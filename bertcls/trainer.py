@@ -171,7 +171,7 @@ def loss_for(args, config, train_dataset=None) -> ClassificationLoss:
     labels = trained_labels(config)
     label_ids = None
     if "label" in (getattr(train_dataset, "column_names", None) or ()) and not labels.multi_label:
-        label_ids = train_dataset["label"]
+        label_ids = train_dataset["label"][:]
     return build_loss(args, labels, label_ids)
 
 
@@ -264,7 +264,7 @@ def predict_split(trainer, dataset, prefix, compute_metrics, windows=None, aggre
     metrics[f"{prefix}_windows"] = len(windows)
     if "label" in dataset.column_names:
         scores = compute_metrics.score(
-            probabilities(logits, compute_metrics.multi_label), np.asarray(dataset["label"])
+            probabilities(logits, compute_metrics.multi_label), np.asarray(dataset["label"][:])
         )
         metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
     return logits, metrics

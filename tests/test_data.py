@@ -40,7 +40,12 @@ def test_lcqmc_dev_loads_as_pairs():
     train = task.splits["train"]
     assert len(train) == 8802 and task.is_pair
     assert train.column_names == ["text", "text_pair", "label", "source_row"]
-    assert train[0] == {"text": "开初婚未育证明怎么弄？", "text_pair": "初婚未育情况证明怎么开？", "label": 1, "source_row": 0}
+    assert train[0] == {
+        "text": "开初婚未育证明怎么弄？",
+        "text_pair": "初婚未育情况证明怎么开？",
+        "label": 1,
+        "source_row": 0,
+    }
 
 
 def test_tnews_labels_with_gaps_map_to_contiguous_ids_and_keep_their_names():

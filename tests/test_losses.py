@@ -128,7 +128,7 @@ def test_build_loss(tmp_path):
         (["--class_weights", "heavy"], "expected none, auto, or one number per label"),
         (["--class_weights", "1", "-2"], "every weight must be above 0"),
         (["--kfold", "1"], "k-fold needs at least 2 folds"),
-        (["--rdrop_alpha", "-1"], "--rdrop_alpha must be 0 or more"),
+        (["--rdrop_alpha", "-1"], "--rdrop_alpha must be at least 0"),
         (["--early_stopping_patience", "2", "--save_strategy", "no"], "--save_strategy no does not match"),
         (["--early_stopping_patience", "2", "--eval_strategy", "no"], "--eval_strategy is no"),
         (

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -115,3 +116,39 @@ def test_help_lists_every_field():
             if f.init:
                 assert f"--{f.name}" in result.stdout, f.name
     assert "--layerwise_lr_decay" in result.stdout and "head+tail" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [
+        ("--layerwise_lr_decay", "1.5", r"in \(0, 1\]"),
+        ("--layerwise_lr_decay", "0", r"in \(0, 1\]"),
+        ("--layerwise_lr_decay", "-0.9", r"in \(0, 1\]"),
+        ("--learning_rate", "-1e-5", "above 0"),
+        ("--per_device_train_batch_size", "0", "at least 1"),
+        ("--gradient_accumulation_steps", "0", "at least 1"),
+        ("--seed", "-1", r"in \[0, 4294967295\]"),
+        ("--validation_split_percentage", "100", r"in \[0, 100\)"),
+        ("--max_seq_length", "0", "at least 1"),
+        ("--max_train_samples", "0", "at least 1"),
+        ("--stride", "-1", "at least 0"),
+        ("--multi_label_threshold", "1.5", r"in \(0, 1\)"),
+        ("--head_dropout", "1", r"in \[0, 1\)"),
+        ("--label_smoothing_factor", "1.0", r"in \[0, 1\)"),
+        ("--warmup_steps", "-0.1", "at least 0"),
+        ("--weight_decay", "-0.01", "at least 0"),
+        ("--max_grad_norm", "-1", "at least 0"),
+        ("--adv_epsilon", "0", "above 0"),
+        ("--focal_gamma", "-2", "at least 0"),
+        ("--early_stopping_patience", "0", "at least 1"),
+        ("--save_total_limit", "0", "at least 1"),
+        ("--max_steps", "0", "-1 .* or at least 1"),
+        ("--num_train_epochs", "0", "above 0"),
+    ],
+)
+def test_numeric_options_out_of_range_fail_when_parsed(flag, value, expected):
+    with pytest.raises(UserError, match=re.escape(flag) + " must be") as error:
+        parse_args(["--model_name_or_path", "m", "--output_dir", "o", f"{flag}={value}"])
+    assert re.search(expected, str(error.value)) and f"got {value}" in str(error.value).replace(
+        "got -1e-05", "got -1e-5"
+    )

@@ -71,11 +71,16 @@ def test_length_grouped_sampler_reads_the_length_column(trainer_for, rows, monke
 
 
 def test_layer_depth():
-    assert layer_depth("bert.embeddings.word_embeddings.weight", 12) == 0
-    assert layer_depth("bert.encoder.layer.0.attention.self.query.weight", 12) == 1
-    assert layer_depth("bert.encoder.layer.11.output.dense.bias", 12) == 12
-    assert layer_depth("bert.pooler.dense.weight", 12) == 13
-    assert layer_depth("classifier.weight", 12) == 13
+    assert layer_depth("bert.embeddings.word_embeddings.weight", 12, "bert") == 0
+    assert layer_depth("bert.encoder.layer.0.attention.self.query.weight", 12, "bert") == 1
+    assert layer_depth("bert.encoder.layer.11.output.dense.bias", 12, "bert") == 12
+    assert layer_depth("bert.pooler.dense.weight", 12, "bert") == 13
+    assert layer_depth("classifier.weight", 12, "bert") == 13
+    # shared relative-position tables feed every layer: the embeddings' depth, not the head's
+    assert layer_depth("deberta.encoder.rel_embeddings.weight", 12, "deberta") == 0
+    assert layer_depth("deberta.encoder.LayerNorm.weight", 12, "deberta") == 0
+    assert layer_depth("mpnet.encoder.relative_attention_bias.weight", 12, "mpnet") == 0
+    assert layer_depth("classifier.out_proj.weight", 12, "electra") == 13
 
 
 def test_without_layerwise_decay_there_are_two_groups(tiny_model):
@@ -153,3 +158,39 @@ def test_data_collator_pads_each_batch_to_its_longest_row(tokenizer, tmp_path, f
     batch = collator([tokenizer("好好"), tokenizer("好好好好好")])  # 4 and 7 tokens with [CLS]/[SEP]
     assert batch["input_ids"].shape == (2, 7 if expected is None else 8)
     assert batch["attention_mask"].sum().item() == 11
+
+
+def test_layerwise_decay_places_shared_position_tables_and_refuses_albert():
+    from transformers import (
+        AlbertConfig,
+        AlbertForSequenceClassification,
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
+        MPNetConfig,
+        MPNetForSequenceClassification,
+    )
+
+    sizes = {"vocab_size": 99, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
+    sizes["intermediate_size"] = 32
+    lr, d, layers = 1e-3, 0.5, 2
+
+    def lr_by_name(model):
+        groups = parameter_groups(model, set(), learning_rate=lr, weight_decay=0.0, layerwise_lr_decay=d, num_layers=2)
+        lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+        return {name: lr_of[id(p)] for name, p in model.named_parameters()}, groups
+
+    deberta, groups = lr_by_name(
+        DebertaV2ForSequenceClassification(
+            DebertaV2Config(**sizes, relative_attention=True, norm_rel_ebd="layer_norm")
+        )
+    )
+    embeddings = lr * d ** (layers + 1)
+    assert deberta["deberta.encoder.rel_embeddings.weight"] == pytest.approx(embeddings)
+    assert deberta["deberta.encoder.LayerNorm.weight"] == pytest.approx(embeddings)
+    assert deberta["deberta.encoder.layer.1.output.dense.weight"] == pytest.approx(lr * d)
+    assert deberta["classifier.weight"] == pytest.approx(lr)
+    assert groups[0]["lr"] == lr  # head first: the Trainer logs the first group's rate
+    mpnet, _ = lr_by_name(MPNetForSequenceClassification(MPNetConfig(**sizes)))
+    assert mpnet["mpnet.encoder.relative_attention_bias.weight"] == pytest.approx(embeddings)
+    with pytest.raises(UserError, match="not one set per encoder layer"):
+        lr_by_name(AlbertForSequenceClassification(AlbertConfig(**sizes, embedding_size=8)))
