@@ -86,9 +86,16 @@ class ClassificationLoss:
             return F.binary_cross_entropy_with_logits(logits.float(), labels.to(torch.float32))
         logits, labels = logits.view(-1, logits.size(-1)), labels.view(-1)
         if self.kind == "focal":
-            return focal_loss(logits, labels, self.focal_gamma, self.class_weights)
-        weight = self.class_weights.to(logits.device, torch.float32) if self.class_weights is not None else None
-        return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
+            return focal_loss(logits, labels, self.focal_gamma, self._weights_on(logits.device))
+        return F.cross_entropy(
+            logits.float(), labels, weight=self._weights_on(logits.device), label_smoothing=self.label_smoothing
+        )
+
+    def _weights_on(self, device) -> torch.Tensor | None:
+        """The class weights on `device`, moved there once (a copy to the GPU every step would make it wait)."""
+        if self.class_weights is not None and self.class_weights.device != device:
+            self.class_weights = self.class_weights.to(device, torch.float32)
+        return self.class_weights
 
     def rdrop(self, logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """R-Drop: the mean of both passes' losses + alpha x their symmetric KL."""

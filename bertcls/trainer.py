@@ -114,7 +114,7 @@ class ClassificationTrainer(Trainer):
             with self.compute_loss_context_manager():
                 loss = self.compute_loss(model, inputs)
             self.accelerator.backward(loss / steps)
-        with self.fgm.perturbed():
+        with self.fgm.perturbed(inputs["input_ids"]):
             with self.compute_loss_context_manager():
                 adversarial_loss = self.compute_loss(model, inputs)
             self.accelerator.backward(adversarial_loss / steps)
