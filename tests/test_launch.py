@@ -154,6 +154,10 @@ def one_and_two(tmp_path_factory):
     run_classification.main(
         [str(LCQMC_RECIPE), *common, "--per_device_train_batch_size", "16", "--output_dir", str(one)]
     )
+    nodes = tmp / "nodes"
+    node_log = launch_two_machines(
+        [*common, "--per_device_train_batch_size", "8", "--output_dir", str(nodes)], env, cwd=tmp
+    )
     again = tmp / "again"
     run_classification.main(
         [
@@ -167,7 +171,32 @@ def one_and_two(tmp_path_factory):
             str(again),
         ]
     )
-    return {"two": two, "one": one, "again": again, "tiny": model, "log": launched.stdout + launched.stderr}
+    log = launched.stdout + launched.stderr
+    return {"two": two, "one": one, "again": again, "nodes": nodes, "tiny": model, "log": log, "node_log": node_log}
+
+
+def launch_two_machines(flags: list[str], env: dict, cwd) -> str:
+    """recipes/accelerate/multi_node.yaml as the README says to use it on two machines, here two launchers on
+    this one over loopback: machine_rank 0 and 1, main_process_ip 127.0.0.1, one CPU process each (gloo)."""
+    config = REPO / "recipes" / "accelerate" / "multi_node.yaml"
+    port = free_port()
+    launchers = [
+        subprocess.Popen(
+            ["accelerate", "launch", "--config_file", str(config), "--num_processes", "2"]
+            + ["--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port)]
+            + [str(REPO / "run_classification.py"), str(LCQMC_RECIPE), *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=cwd,
+        )
+        for rank in (0, 1)
+    ]
+    logs = [launcher.communicate(timeout=300)[0] for launcher in launchers]
+    for rank, (launcher, log) in enumerate(zip(launchers, logs)):
+        assert launcher.returncode == 0, f"machine_rank {rank}:\n{log[-4000:]}"
+    return "\n".join(logs)
 
 
 @pytest.mark.slow
@@ -231,3 +260,17 @@ def test_the_same_model_reports_the_same_losses_on_one_and_two_processes(one_and
     assert two["eval_loss"] == pytest.approx(again["eval_loss"], rel=1e-5)
     assert two["test_loss"] == pytest.approx(again["test_loss"], rel=1e-5)
     assert two["eval_accuracy"] == again["eval_accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_machines_over_loopback_match_one(one_and_two):
+    """The multi-node config the README documents, started on two 'machines' (two launchers on loopback)."""
+    assert "2 processes launched and no GPU found: training on CPU with gloo" in one_and_two["node_log"]
+    nodes = read_json(one_and_two["nodes"] / "all_results.json")
+    one = read_json(one_and_two["one"] / "all_results.json")
+    assert read_json(one_and_two["nodes"] / "trainer_state.json")["global_step"] == TRAIN_ROWS // 16
+    for key in ("train_loss", "eval_loss", "test_loss", "eval_accuracy", "test_accuracy", "test_f1_macro"):
+        assert nodes[key] == pytest.approx(one[key], rel=1e-3, abs=1e-4), key
+    probs = [pd.read_csv(one_and_two[k] / "predictions.csv")["prob_1"].to_numpy() for k in ("nodes", "one")]
+    assert np.allclose(*probs, atol=1e-5)

@@ -15,7 +15,7 @@ import run_classification
 from bertcls.arguments import ModelArguments
 from bertcls.outputs import atomic_path, last_complete_checkpoint, write_json, write_predictions
 
-from .conftest import REPO, chnsenticorp
+from .conftest import REPO, chnsenticorp, shared
 
 RUNTIME_KEYS = ("runtime", "per_second", "flos")
 
@@ -165,29 +165,54 @@ def test_safe_defaults():
     assert args.trust_remote_code is False
 
 
-@pytest.mark.slow
-def test_local_files_need_no_network(tiny_model, tmp_path):
-    """With HF_HUB_OFFLINE unset and every socket connection refused, a run on local files still completes."""
-    guard = (
-        "import socket\n"
-        "def refuse(*a, **k): raise OSError('network access attempted')\n"
-        "socket.socket.connect = refuse\nsocket.create_connection = refuse\n"
-        "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "import run_classification\nrun_classification.main(sys.argv[2:])\n"
-    )
+NETWORK_GUARD = """
+import atexit, socket, sys
+attempts = []
+def record(kind):
+    def refuse(*args, **kwargs):
+        attempts.append((kind, repr(args[1:] if kind == "connect" else args)[:120]))
+        raise OSError("network access attempted")
+    return refuse
+socket.socket.connect = record("connect")
+socket.socket.connect_ex = record("connect")
+socket.create_connection = record("create_connection")
+socket.getaddrinfo = record("getaddrinfo")
+atexit.register(lambda: print(f"NETWORK ATTEMPTS: {len(attempts)} {attempts[:3]}", file=sys.stderr))
+sys.path.insert(0, sys.argv[1])
+import importlib
+importlib.import_module(sys.argv[2]).main(sys.argv[3:])
+"""
+
+
+def run_guarded(entry_point: str, argv: list[str]):
+    """Run an entry point with every connection attempt (DNS lookups included) recorded and refused, and
+    HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE unset: nothing may even try."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
     }
-    argv = training_args(tiny_model, tmp_path / "net", max_steps=2, save_strategy="no")
-    done = subprocess.run(
-        [sys.executable, "-c", guard, str(REPO), *argv],
+    return subprocess.run(
+        [sys.executable, "-c", NETWORK_GUARD, str(REPO), entry_point, *argv],
         capture_output=True,
         text=True,
         env={**env, "OMP_NUM_THREADS": "1"},
         timeout=300,
     )
+
+
+@pytest.mark.slow
+def test_local_files_open_no_network_connection(tiny_model, tmp_path):
+    argv = training_args(tiny_model, tmp_path / "net", max_steps=2, save_strategy="no")
+    done = run_guarded("run_classification", argv)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "network access attempted" not in done.stderr
+    assert "NETWORK ATTEMPTS: 0 []" in done.stderr, done.stderr[-2000:]
     assert (tmp_path / "net" / "all_results.json").exists()
+    target = tmp_path / "p.csv"
+    done = run_guarded(
+        "bertcls.predict",
+        ["--model_name_or_path", str(tmp_path / "net"), "--input_file", shared("chnsenticorp", "dev.tsv")]
+        + ["--output_file", str(target)],
+    )
+    assert done.returncode == 0 and target.exists(), done.stderr[-3000:]
+    assert "NETWORK ATTEMPTS: 0 []" in done.stderr, done.stderr[-2000:]
