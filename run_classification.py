@@ -21,14 +21,14 @@ from bertcls.checkpoints import check_vocabulary, load_config, load_tokenizer
 from bertcls.classifier import TrainedClassifier, remember_preprocessing
 from bertcls.data import load_task_data
 from bertcls.errors import exit_on_user_error
-from bertcls.interrupt import INTERRUPTED_EXIT_CODE, GracefulInterrupt
+from bertcls.interrupt import GracefulInterrupt
 from bertcls.kfold import run_kfold
 from bertcls.logs import setup_logging
 from bertcls.metrics import ComputeMetrics, load_extra_metrics, probabilities
 from bertcls.modeling import HEAD_KEY, configure_head, load_model, set_labels
 from bertcls.recipes import given_fields, parse_args, recipe_of
 from bertcls.tokenization import check_settings, encode_windows, tokenize_splits
-from bertcls.trainer import build_trainer, check_evaluation, predict_split
+from bertcls.trainer import build_trainer, check_evaluation, predict_split, train_and_save
 
 logger = logging.getLogger("run_classification")
 
@@ -104,24 +104,7 @@ def main(argv=None) -> dict:
     results, reports = {}, []
 
     if train is not None:
-        interrupt.install()
-        try:
-            train_result = trainer.train(resume_from_checkpoint=resume_from)
-        finally:
-            interrupt.uninstall()
-        if interrupt.stopped_at_step is not None:  # a checkpoint is saved; no model or results pretend to be final
-            logger.warning(
-                "interrupted at step %d; checkpoint saved in %s. Continue with the same command plus "
-                "--resume_from_checkpoint auto",
-                interrupt.stopped_at_step,
-                out,
-            )
-            sys.exit(INTERRUPTED_EXIT_CODE)
-        trainer.save_model()  # unwrapped model + tokenizer (the best under early stopping), main process only
-        results.update(train_result.metrics, train_samples=len(train))
-        if main_process:
-            trainer.state.save_to_json(os.path.join(out, "trainer_state.json"))
-            outputs.write_json(os.path.join(out, "train_results.json"), train_result.metrics)
+        results.update(train_and_save(trainer, train, resume_from, interrupt))
 
     for split, prefix, wanted in (
         ("validation", "eval", training_args.do_eval),

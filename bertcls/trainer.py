@@ -23,7 +23,10 @@
    batch twice with different dropout in one forward pass (compute_loss).
 """
 
+import json
 import logging
+import os
+import sys
 
 import numpy as np
 import torch
@@ -35,11 +38,14 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
+from transformers.trainer_callback import TrainerState
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .adversarial import FGM
 from .classifier import trained_labels
 from .errors import UserError
+from .files import write_json
+from .interrupt import INTERRUPTED_EXIT_CODE
 from .losses import ClassificationLoss, build_loss
 from .metrics import probabilities
 from .optim import parameter_groups
@@ -249,6 +255,55 @@ def predict_in_order(trainer: Trainer, dataset, metric_key_prefix: str = "test")
     restored = np.empty_like(logits)
     restored[order] = logits
     return restored, output.metrics
+
+
+def finished_checkpoint(resume_from: str | None) -> bool:
+    """Whether the checkpoint to resume from is the end of training (its global_step reached max_steps)."""
+    if not resume_from:
+        return False
+    state = TrainerState.load_from_json(os.path.join(resume_from, "trainer_state.json"))
+    return state.max_steps > 0 and state.global_step >= state.max_steps
+
+
+def train_and_save(trainer: Trainer, train, resume_from: str | None, interrupt) -> dict:
+    """Train (or resume), then save the model, trainer_state.json and train_results.json; returns the training
+    metrics. An interrupted run exits with status 130 once its checkpoint is saved, writing no model or results.
+
+    Resuming from a checkpoint at the end of training trains nothing (transformers 5.24 would train one step past
+    max_steps, and a finished run resumed would rewrite its train results): the checkpoint's model is saved and
+    evaluated, and the earlier train_results.json is kept."""
+    out = trainer.args.output_dir
+    if finished_checkpoint(resume_from):
+        logger.warning("%s is the end of training: nothing to resume, evaluating its model", resume_from)
+        trainer._load_from_checkpoint(resume_from)  # what train(resume_from_checkpoint=...) itself loads
+        final_state = os.path.join(out, "trainer_state.json")
+        trainer.state = TrainerState.load_from_json(
+            final_state if os.path.isfile(final_state) else os.path.join(resume_from, "trainer_state.json")
+        )
+        metrics = {}
+        previous = os.path.join(out, "train_results.json")
+        if os.path.isfile(previous):
+            with open(previous, encoding="utf-8") as f:
+                metrics = json.load(f)
+    else:
+        interrupt.install()
+        try:
+            metrics = trainer.train(resume_from_checkpoint=resume_from).metrics
+        finally:
+            interrupt.uninstall()
+        if interrupt.stopped_at_step is not None:  # a checkpoint is saved; no model or results pretend to be final
+            logger.warning(
+                "interrupted at step %d; checkpoint saved in %s. Continue with the same command plus "
+                "--resume_from_checkpoint auto",
+                interrupt.stopped_at_step,
+                out,
+            )
+            sys.exit(INTERRUPTED_EXIT_CODE)
+    trainer.save_model()  # unwrapped model + tokenizer (the best under early stopping), main process only
+    if trainer.is_world_process_zero():
+        trainer.state.save_to_json(os.path.join(out, "trainer_state.json"))
+        write_json(os.path.join(out, "train_results.json"), metrics)
+    return {**metrics, "train_samples": len(train)}
 
 
 def predict_split(trainer, dataset, prefix, compute_metrics, windows=None, aggregation="mean"):
