@@ -221,7 +221,7 @@ def model_card(model_name: str, task, results: dict, recipe: dict, custom_head: 
 from bertcls.classifier import TrainedClassifier
 classifier = TrainedClassifier.load("path/to/this/folder")
 probs = classifier.predict_texts([{first}]{pair})
-print(dict(zip(classifier.labels.names, probs[0].round(4))))
+print({{name: round(float(p), 4) for name, p in zip(classifier.labels.names, probs[0])}})
 ```"""
     else:
         # A multi-label model's pipeline applies a sigmoid per label; top_k=None shows every label, not only the best.

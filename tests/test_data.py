@@ -220,3 +220,44 @@ def test_gbk_file_is_detected_and_readable_with_encoding(write):
 def test_excel_byte_order_mark_stays_out_of_the_column_name(write):
     path = write("bom.csv", "\ufefftext,label\n好,1\n差,0\n")
     assert load(train_file=path, validation_split_percentage=0).splits["train"]["text"] == ["好", "差"]
+
+
+def test_a_header_line_under_column_names_is_refused(write):
+    train = write("train.tsv", "label\ttext_a\npos\t好\nneg\t差\n")
+    with pytest.raises(UserError, match=r"line 1 \(label, text_a\) looks like a header line.*'label'"):
+        load(train_file=train, column_names=["label", "text"])
+
+
+def test_titles_read_as_labels_stop_the_run():
+    """THUCNews' header-less text<TAB>label read as a .txt file, whose default is label<TAB>text."""
+    with pytest.raises(UserError, match=r"holds 9,99\d different labels in 10,000 rows.*--column_names text label"):
+        load(train_file=shared("thucnews_titles", "dev.txt"))
+    task = load(train_file=shared("thucnews_titles", "dev.txt"), column_names=["text", "label"])
+    assert len(task.labels) == 10
+    assert len(load(train_file=shared("thucnews_titles", "dev.txt"), allow_many_classes=True).labels) > 9000
+
+
+def test_distinct_label_strings_stay_distinct(write):
+    train = write("train.tsv", "label\ttext\n007\t甲\n7\t乙\n007\t丙\n07\t丁\n")
+    task = load(train_file=train, validation_split_percentage=0)
+    assert task.labels.names == ("007", "07", "7")  # numeric order, ties in string order
+
+
+def test_a_pandas_written_list_cell_is_a_multi_label_list(write):
+    frame = "text,label\n体育新闻,\"['体育', '财经']\"\n财经新闻,['财经']\n娱乐新闻,\"['娱乐']\"\n"
+    task = load(train_file=write("train.csv", frame), multi_label=True, validation_split_percentage=0)
+    assert task.labels.names == ("体育", "娱乐", "财经")
+    first = task.splits["train"][0]["label"]
+    assert sum(first) == 2 and first[task.labels.label2id["体育"]] == 1.0
+
+
+def test_a_missing_file_named_in_a_recipe_says_where_relative_paths_start(write, tmp_path):
+    from bertcls.recipes import parse_args
+
+    recipe = write("r.json", json.dumps({"model_name_or_path": "m", "train_file": "data/train.tsv"}))
+    _, data_args, _ = parse_args([recipe, "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(UserError) as error:
+        load_task_data(data_args, seed=1)
+    message = str(error.value)
+    assert f"data file not found: {tmp_path / 'data' / 'train.tsv'}" in message
+    assert "in a recipe at the recipe's folder" in message
