@@ -141,7 +141,8 @@ class ClassificationTrainer(Trainer):
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        # The logits are kept even when only the loss is asked for (no compute_metrics): the loss is computed from them.
+        output = super().evaluation_loop(dataloader, description, False, ignore_keys, metric_key_prefix)
         key = f"{metric_key_prefix}_loss"
         if key in output.metrics and output.predictions is not None and output.label_ids is not None:
             output.metrics[key] = self.whole_set_loss(output.predictions, output.label_ids)  # change 5

@@ -22,12 +22,11 @@ sys.path.insert(0, str(REPO))  # run_classification.py is a script at the top le
 
 
 def shared(*parts) -> str:
-    """A path inside ../shared/data. CI (BERTCLS_REQUIRE_SHARED_DATA=1) fails when it is missing; elsewhere skip."""
+    """A path inside ../shared/data. Missing data fails the test (never a silent skip: a green run must mean the
+    tests ran)."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        if os.environ.get("BERTCLS_REQUIRE_SHARED_DATA"):
-            pytest.fail(f"{path} is missing: the tests need ../shared/data beside the checkout")
-        pytest.skip(f"{path} not available")
+        pytest.fail(f"{path} is missing: the tests need ../shared/data beside the checkout (or BERTCLS_SHARED_DATA)")
     return str(path)
 
 

@@ -162,3 +162,45 @@ def test_recipe_takes_class_weights_as_word_or_numbers(tmp_path):
         path.write_text(json.dumps({"model_name_or_path": "m", "output_dir": "o", "class_weights": value}))
         _, _, training = parse_args([str(path)])
         assert training.class_weights == expected
+
+
+def test_eval_loss_is_the_weighted_mean_over_the_whole_set(tiny_model, tokenizer, tmp_path):
+    """With class weights, the mean of per-batch weighted means (the stock evaluation loop) is not the weighted mean
+    over the set (sum w_y * loss / sum w_y); the reported loss must be the latter, on one process too."""
+    import torch
+    from datasets import Dataset
+    from torch.nn import functional as F
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    from bertcls.trainer import ClassificationTrainer
+
+    rng = np.random.default_rng(4)
+    texts = ["".join(rng.choice(list("好坏很不错差极了服务房间"), int(n))) for n in rng.integers(3, 15, 37)]
+    labels = [0] * 25 + [1] * 8 + [2] * 4
+    enc = tokenizer(texts)
+    rows = Dataset.from_dict({**enc, "label": labels, "length": [len(x) for x in enc["input_ids"]]})
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)
+    torch.nn.init.normal_(model.classifier.weight, std=1.0)  # logits that differ from row to row
+    trainer = ClassificationTrainer(
+        model=model,
+        args=args(tmp_path, class_weights=["auto"], per_device_eval_batch_size=8, eval_strategy="no"),
+        train_dataset=rows,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    reported = trainer.evaluate(rows)["eval_loss"]
+
+    counts = np.bincount(labels)
+    weights = (1 / counts) / np.mean(1 / counts)
+    batch = DataCollatorWithPadding(tokenizer)([{k: enc[k][i] for k in enc} for i in range(len(texts))])
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch).logits
+    expected = F.cross_entropy(logits, torch.tensor(labels), weight=torch.tensor(weights, dtype=torch.float32))
+    per_batch = [
+        F.cross_entropy(logits[i : i + 8], torch.tensor(labels[i : i + 8]), weight=torch.tensor(weights).float())
+        for i in range(0, 37, 8)
+    ]
+    stock = sum(loss.item() * len(labels[i * 8 : i * 8 + 8]) for i, loss in enumerate(per_batch)) / 37
+    assert abs(stock - expected.item()) > 1e-3  # the two really differ here
+    assert reported == pytest.approx(expected.item(), rel=1e-5)

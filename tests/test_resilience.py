@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ import torch
 import run_classification
 from bertcls.arguments import ModelArguments
 from bertcls.outputs import atomic_path, last_complete_checkpoint, write_json, write_predictions
+from bertcls.trainer import ClassificationTrainer
 
 from .conftest import REPO, chnsenticorp, shared
 
@@ -53,6 +55,21 @@ def start(argv, env=None):
     )
 
 
+@contextmanager
+def count_training_steps(monkeypatch):
+    """The optimizer steps this process really trains (one training_step each, no gradient accumulation)."""
+    steps = []
+    original = ClassificationTrainer.training_step
+
+    def counted(self, *args, **kwargs):
+        steps.append(self.state.global_step)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClassificationTrainer, "training_step", counted)
+    yield steps
+    monkeypatch.setattr(ClassificationTrainer, "training_step", original)
+
+
 def wait_for(path, process, timeout=240):
     deadline = time.time() + timeout
     while not os.path.exists(path):
@@ -62,7 +79,7 @@ def wait_for(path, process, timeout=240):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tiny_model, tmp_path):
+def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tiny_model, tmp_path, monkeypatch):
     steps = {"max_steps": 400, "save_steps": 50, "save_strategy": "steps"}
     reference = run_classification.main(training_args(tiny_model, tmp_path / "whole", **steps))
 
@@ -76,7 +93,10 @@ def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tiny_model, tmp_p
 
     with pytest.raises(SystemExit):  # the same command again refuses to mix into the unfinished run...
         run_classification.main(training_args(tiny_model, out, **steps))
-    resumed = run_classification.main(training_args(tiny_model, out, **steps, resume_from_checkpoint="auto"))
+    done = int(last_complete_checkpoint(str(out)).rsplit("-", 1)[1])
+    with count_training_steps(monkeypatch) as trained:
+        resumed = run_classification.main(training_args(tiny_model, out, **steps, resume_from_checkpoint="auto"))
+    assert len(trained) == 400 - done  # it went on from the checkpoint; a silent restart would train 400
     assert scores(resumed).keys() == scores(reference).keys()
     # train_loss is the Trainer's mean over the steps run in this session, so it differs after a resume.
     evaluated = {k: v for k, v in scores(reference).items() if k.startswith(("eval_", "test_"))}
@@ -89,7 +109,7 @@ def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tiny_model, tmp_p
 
 
 @pytest.mark.slow
-def test_sigint_saves_a_checkpoint_and_exits_cleanly(tiny_model, tmp_path):
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "interrupted"
 
     def argv(max_steps, **extra):
@@ -112,7 +132,9 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tiny_model, tmp_path):
         assert not (out / name).exists(), name  # nothing pretends the run finished
     step = int(checkpoint.rsplit("-", 1)[1])
     assert 0 < step < 3000
-    resumed = run_classification.main(argv(step + 5, resume_from_checkpoint="auto"))
+    with count_training_steps(monkeypatch) as trained:
+        resumed = run_classification.main(argv(step + 5, resume_from_checkpoint="auto"))
+    assert len(trained) == 5
     with open(out / "trainer_state.json") as f:
         assert json.load(f)["global_step"] == step + 5
     assert "test_accuracy" in resumed

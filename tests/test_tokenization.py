@@ -49,7 +49,10 @@ def test_length_truncated_and_unk_columns(tokenizer):
     assert enc["unk_tokens"] == [0, 0, 2]
 
 
-FIRST, SECOND = "一二三四五六七八九十" * 3, "甲乙丙丁戊己庚辛壬癸"  # 30 and 10 characters, one token each
+# 30 and 10 distinct characters, one token each: a text that reads differently from each end, so a cut from the
+# wrong side shows.
+FIRST, SECOND = "天地玄黄宇宙洪荒日月盈辰宿列张寒来暑往秋收冬藏闰余成岁律吕调", "甲乙丙丁戊己庚辛壬癸"
+assert len(FIRST) == len(set(FIRST)) == 30
 
 
 def pair_parts(tokenizer, ids):
@@ -84,6 +87,11 @@ def test_only_second_that_cannot_fit_names_the_row(tokenizer):
 def test_truncation_side_left_keeps_the_end(tokenizer):
     enc = encode(tokenizer, [FIRST], max_seq_length=12, truncation_side="left")
     assert tokenizer.convert_ids_to_tokens(enc["input_ids"][0][1:-1]) == list(FIRST[-10:])
+    enc = encode(tokenizer, [FIRST], max_seq_length=12, truncation_side="right")
+    assert tokenizer.convert_ids_to_tokens(enc["input_ids"][0][1:-1]) == list(FIRST[:10])
+    enc = encode(tokenizer, [FIRST], [SECOND], max_seq_length=25, truncation="only_first", truncation_side="left")
+    first, _ = pair_parts(tokenizer, enc["input_ids"][0])
+    assert first == list(FIRST[-12:])
 
 
 def test_head_tail_keeps_the_first_and_last_tokens(tokenizer):
