@@ -107,6 +107,14 @@ def test_sigkill_then_resume_auto_matches_an_uninterrupted_run(tiny_model, tmp_p
     assert (a["prediction"] == b["prediction"]).all()
     assert (a["prob_1"] - b["prob_1"]).abs().max() < 1e-4
 
+    # Resuming the finished run trains nothing (transformers went one step past max_steps) and keeps its results.
+    train_results = (out / "train_results.json").read_text()
+    with count_training_steps(monkeypatch) as trained:
+        again = run_classification.main(training_args(tiny_model, out, **steps, resume_from_checkpoint="auto"))
+    assert not trained and (out / "train_results.json").read_text() == train_results
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 400
+    assert again["test_accuracy"] == resumed["test_accuracy"]
+
 
 @pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tiny_model, tmp_path, monkeypatch):
