@@ -256,7 +256,14 @@ def compare(reference: np.ndarray, probs: np.ndarray, labels, threshold: float) 
 def check_export(name, classifier, reference, encoded, rows, data_args, gold, args, report) -> None:
     """Run one export on the check rows, add its figures to `report[name]`, and fail when it is broken."""
     labels, threshold = classifier.labels, data_args.multi_label_threshold
-    probs, speed = timed_probabilities(classifier, encoded, rows, data_args, args.batch_size)
+    try:
+        probs, speed = timed_probabilities(classifier, encoded, rows, data_args, args.batch_size)
+    except Exception as e:  # ONNX Runtime refusing the graph's inputs is a broken export, said in one line
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{name} fails on the check rows: {message}",
+            fix="report it with the model's config.json; meanwhile serve the PyTorch folder (--backend torch)",
+        ) from e
     entry = {**compare(reference, probs, labels, threshold), "rows_per_s": speed}
     scores = gold_metric(gold, probs, labels, threshold)
     if scores:
