@@ -24,6 +24,7 @@ and ONNX int8.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -290,10 +291,12 @@ def main(argv=None):
     texts = pd.read_csv(f"{CHNSENTICORP}/test.tsv", sep="\t", quoting=3, dtype=str)["text_a"].tolist()
     result = {"cpu": device_name("cpu"), "threads": args.threads, "load_before": load_average(), "sizes": {}}
     result["settings"] = {k: v for k, v in vars(args).items() if k != "json"}
-    for size in args.sizes:
-        result["sizes"][size] = measure_size(size, args, texts)
-    if args.accuracy_epochs:
-        result["accuracy"] = accuracy(args.accuracy_epochs, args.threads)
+    # Progress, logs and the tools' own summaries go to stderr: with --json, stdout holds the one JSON object.
+    with contextlib.redirect_stdout(sys.stderr):
+        for size in args.sizes:
+            result["sizes"][size] = measure_size(size, args, texts)
+        if args.accuracy_epochs:
+            result["accuracy"] = accuracy(args.accuracy_epochs, args.threads)
     result["load_after"] = load_average()
     headline = result["sizes"][args.sizes[0]]
     backends = headline["backends"]
