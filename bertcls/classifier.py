@@ -105,6 +105,59 @@ class TorchBackend:
         return output.logits.float().cpu().numpy()
 
 
+ONNX_FILE = "model.onnx"  # an export folder's model (bertcls.export); its config.json says how it was made
+EXPORT_KEY = "bertcls_export"
+BACKENDS = ("torch", "onnx")
+
+
+class OnnxBackend:
+    """Forward passes of an exported model (bertcls.export) with ONNX Runtime on the CPU: the same interface as
+    TorchBackend, fed numpy batches. `threads` sets ONNX Runtime's intra-op threads (default: its own choice)."""
+
+    name = "onnx"
+    tensor_type = "np"
+
+    def __init__(self, path: str, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.path = path
+        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, batch: dict) -> np.ndarray:
+        # The graph takes exactly the inputs it was exported with, as int64; the collator may add others.
+        feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.input_names}
+        return self.session.run(None, feed)[0].astype(np.float32, copy=False)
+
+
+def folder_backend(path: str) -> str:
+    """The backend a folder holds weights for: torch (a run's folder) or onnx (an export folder)."""
+    if os.path.isfile(os.path.join(path, ONNX_FILE)) and not any(
+        os.path.isfile(os.path.join(path, f)) for f in ("model.safetensors", "pytorch_model.bin")
+    ):
+        return "onnx"
+    return "torch"
+
+
+def _load_onnx(path: str, threads: int | None):
+    """Config, tokenizer and OnnxBackend of an export folder, refusing a folder that holds no ONNX model."""
+    if not os.path.isdir(path):
+        raise UserError(f"model folder not found: {path}", fix="check --model_name_or_path")
+    model_file = os.path.join(path, ONNX_FILE)
+    if not os.path.isfile(model_file):
+        raise UserError(
+            f"{path} holds no {ONNX_FILE}: --backend onnx runs a folder written by bertcls.export",
+            fix=f"export it first: python -m bertcls.export --model_name_or_path {path} --output_dir EXPORT_DIR, "
+            "then use EXPORT_DIR (or --backend torch on this folder)",
+        )
+    config = AutoConfig.from_pretrained(path)
+    return config, load_tokenizer(path, config=config), OnnxBackend(model_file, threads)
+
+
 class TrainedClassifier:
     """A fine-tuned folder: `load(path)`, then `data_args(...)`, `predict_rows(rows, data_args)` or
     `predict_texts(texts)`."""
@@ -118,7 +171,23 @@ class TrainedClassifier:
         self.preprocessing = dict(getattr(config, PREPROCESSING_KEY, None) or {})
 
     @classmethod
-    def load(cls, path: str, device: str | None = None) -> "TrainedClassifier":
+    def load(
+        cls, path: str, device: str | None = None, backend: str | None = None, threads: int | None = None
+    ) -> "TrainedClassifier":
+        """A run's folder (backend torch) or an export folder (backend onnx); `backend=None` takes the one the
+        folder holds weights for. `threads` is ONNX Runtime's thread count (torch: torch.set_num_threads)."""
+        backend = backend or folder_backend(path)
+        if backend == "onnx":
+            if device not in (None, "cpu"):
+                raise UserError(f"--backend onnx runs on the CPU, not on {device}", fix="drop --device")
+            return cls(path, *_load_onnx(path, threads))
+        if backend != "torch":
+            raise UserError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
+        if folder_backend(path) == "onnx":
+            raise UserError(
+                f"{path} is an ONNX export (model.onnx, no torch weights)",
+                fix="use --backend onnx on it, or --backend torch on the folder it was exported from",
+            )
         model = load_trained_model(path)
         tokenizer = load_tokenizer(path, config=model.config)
         return cls(path, model.config, tokenizer, TorchBackend(model, device))

@@ -18,7 +18,7 @@ import numpy as np
 from transformers import HfArgumentParser
 
 from .arguments import DataArguments
-from .classifier import PREPROCESSING_KEYS, TrainedClassifier
+from .classifier import BACKENDS, PREPROCESSING_KEYS, TrainedClassifier
 from .data import check_columns, multi_hot, read_file, standardize
 from .errors import UserError, exit_on_user_error
 from .labels import LabelSpace, canonical_label, label_list
@@ -68,6 +68,14 @@ class PredictArguments:
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda when available)."}
     )
+    backend: str | None = field(
+        default=None,
+        metadata={
+            "help": "torch (a run's folder) or onnx (a folder written by bertcls.export); default: the one the "
+            "folder holds weights for.",
+            "choices": list(BACKENDS),
+        },
+    )
 
 
 def data_arguments(args: PredictArguments, classifier: TrainedClassifier) -> DataArguments:
@@ -83,7 +91,7 @@ def main(argv=None):
     (args,) = HfArgumentParser(PredictArguments).parse_args_into_dataclasses(args=argv)
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
-    classifier = TrainedClassifier.load(args.model_name_or_path, device=args.device)
+    classifier = TrainedClassifier.load(args.model_name_or_path, device=args.device, backend=args.backend)
     data_args = data_arguments(args, classifier)
 
     raw, source = read_file(args.input_file, data_args)
