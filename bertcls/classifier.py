@@ -17,10 +17,11 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, DataCol
 
 from .arguments import DataArguments
 from .checkpoints import CONFIG_FILE, check_local_folder, from_pretrained, load_tokenizer, position_limit
+from .data import multi_hot
 from .errors import UserError
-from .labels import LabelSpace
+from .labels import LabelSpace, canonical_label, label_list
 from .losses import MULTI_LABEL
-from .metrics import probabilities
+from .metrics import classification_metrics, multi_label_metrics, probabilities
 from .modeling import HEAD_KEY, EncoderClassifier
 from .tokenization import Encoder, WindowEncoder, aggregate_windows, check_settings, encode_windows
 
@@ -282,6 +283,28 @@ class TrainedClassifier:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return probabilities(logits, self.labels.multi_label)
+
+
+def gold_scores(gold, predicted: np.ndarray, labels: LabelSpace, positive: int | None = None) -> dict | None:
+    """The metrics of `predicted` (class ids, or 0/1 rows for a multi-label model) against gold label values as a
+    file holds them, over the rows whose gold labels the model knows (`known` of `rows`); None when there are none."""
+    ids = labels.label2id
+    if labels.multi_label:
+        gold_sets = [label_list(g, labels.delimiter) for g in gold]
+        known = [
+            (multi_hot(g, ids), p) for g, p in zip(gold_sets, predicted) if g is not None and all(n in ids for n in g)
+        ]
+    else:
+        pairs = [(ids.get(canonical_label(g)), p) for g, p in zip(gold, predicted)]
+        known = [(g, p) for g, p in pairs if g is not None]
+    if not known:
+        return None
+    references, predictions = np.array([g for g, _ in known]), np.array([p for _, p in known])
+    if labels.multi_label:
+        scores = multi_label_metrics(references, predictions)
+    else:
+        scores = classification_metrics(references, predictions, len(labels), positive)
+    return {**scores, "known": len(known), "rows": len(predicted)}
 
 
 def _as_rows(columns: dict) -> list[dict]:

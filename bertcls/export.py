@@ -38,13 +38,12 @@ import torch
 from transformers import HfArgumentParser
 
 from .arguments import DataArguments
-from .classifier import EXPORT_KEY, MODEL_INPUTS, ONNX_FILE, TrainedClassifier
-from .data import check_columns, multi_hot, read_file, standardize
+from .classifier import EXPORT_KEY, MODEL_INPUTS, ONNX_FILE, TrainedClassifier, gold_scores
+from .data import check_columns, read_file, standardize
 from .errors import UserError, exit_on_user_error
-from .labels import canonical_label, label_list
+from .files import umask, write_json
 from .logs import setup_logging
-from .metrics import classification_metrics, decide, multi_label_metrics
-from .outputs import write_json
+from .metrics import decide
 
 logger = logging.getLogger(__name__)
 
@@ -222,21 +221,12 @@ def gold_metric(gold, probs: np.ndarray, labels, threshold: float) -> dict | Non
     label, and `metric`, the one export failures are judged by. The same reading of gold labels as predict's."""
     if gold is None:
         return None
-    predicted = decide(probs, labels.multi_label, threshold)
-    ids = labels.label2id
+    scores = gold_scores(gold, decide(probs, labels.multi_label, threshold), labels)
+    if scores is None:
+        return None
     if labels.multi_label:
-        sets = [label_list(g, labels.delimiter) for g in gold]
-        known = [(multi_hot(g, ids), p) for g, p in zip(sets, predicted) if g is not None and all(n in ids for n in g)]
-        if not known:
-            return None
-        scores = multi_label_metrics(np.array([g for g, _ in known]), np.array([p for _, p in known]))
         keys, metric = ("subset_accuracy", "f1_micro", "f1_macro", "samples"), "f1_micro"
     else:
-        known = [(ids.get(canonical_label(g)), p) for g, p in zip(gold, predicted)]
-        known = [(g, p) for g, p in known if g is not None]
-        if not known:
-            return None
-        scores = classification_metrics(np.array([g for g, _ in known]), np.array([p for _, p in known]), len(ids))
         keys, metric = ("accuracy", "f1_macro", "samples"), "accuracy"
     return {"metric": metric, **{k: scores[k] for k in keys}}
 
@@ -387,7 +377,7 @@ def export(args: ExportArguments) -> dict:
         report["exported"] = made
         _save_config(config, made, staging)
         write_json(os.path.join(staging, REPORT_FILE), report)
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp made it private; the export is an ordinary folder
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp made it private; the export is an ordinary folder
         replace_folder(staging, args.output_dir)
     finally:
         if os.path.isdir(staging):
@@ -399,12 +389,6 @@ def _save_config(config, made: dict, folder: str) -> None:
     """config.json with how the graph was made; label maps, preprocessing and head settings come along."""
     setattr(config, EXPORT_KEY, made)
     config.save_pretrained(folder)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _versions() -> dict:

@@ -12,7 +12,8 @@ import tempfile
 from contextlib import contextmanager
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -27,7 +28,7 @@ def atomic_path(path: str):
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

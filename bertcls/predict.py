@@ -18,12 +18,12 @@ import numpy as np
 from transformers import HfArgumentParser
 
 from .arguments import DataArguments
-from .classifier import BACKENDS, PREPROCESSING_KEYS, TrainedClassifier
-from .data import check_columns, multi_hot, read_file, standardize
+from .classifier import BACKENDS, PREPROCESSING_KEYS, TrainedClassifier, gold_scores
+from .data import check_columns, read_file, standardize
 from .errors import UserError, exit_on_user_error
-from .labels import LabelSpace, canonical_label, label_list
+from .labels import LabelSpace
 from .logs import setup_logging
-from .metrics import classification_metrics, decide, multi_label_metrics
+from .metrics import decide
 from .outputs import predictions_frame, write_predictions
 
 logger = logging.getLogger(__name__)
@@ -112,27 +112,17 @@ def main(argv=None):
 def print_scores(gold: list, predicted: np.ndarray, labels: LabelSpace) -> None:
     """Accuracy and macro-F1 (multi-label: subset accuracy, micro- and macro-F1) when the input carries labels.
     `predicted` holds class ids, or 0/1 rows for a multi-label model."""
-    ids = labels.label2id
-    if labels.multi_label:
-        gold_sets = [label_list(g, labels.delimiter) for g in gold]
-        pairs = list(zip(gold_sets, predicted))
-        known = [(multi_hot(g, ids), p) for g, p in pairs if g is not None and all(n in ids for n in g)]
-        if not known:
-            return
-        scores = multi_label_metrics(np.array([g for g, _ in known]), np.array([p for _, p in known]))
-        print(
-            f"scored {len(known)} of {len(pairs)} rows with known gold labels: subset accuracy "
-            f"{scores['subset_accuracy']:.4f}, micro-F1 {scores['f1_micro']:.4f}, macro-F1 {scores['f1_macro']:.4f}"
-        )
+    scores = gold_scores(gold, predicted, labels)
+    if scores is None:
         return
-    pairs = [(ids.get(canonical_label(g)), p) for g, p in zip(gold, predicted)]
-    known = [(g, p) for g, p in pairs if g is not None]
-    if not known:
-        return
-    scores = classification_metrics(np.array([g for g, _ in known]), np.array([p for _, p in known]), len(labels))
+    shown = (
+        f"subset accuracy {scores['subset_accuracy']:.4f}, micro-F1 {scores['f1_micro']:.4f}"
+        if labels.multi_label
+        else f"accuracy {scores['accuracy']:.4f}"
+    )
     print(
-        f"scored {len(known)} of {len(pairs)} rows with known gold labels: "
-        f"accuracy {scores['accuracy']:.4f}, macro-F1 {scores['f1_macro']:.4f}"
+        f"scored {scores['known']} of {scores['rows']} rows with known gold labels: {shown}, "
+        f"macro-F1 {scores['f1_macro']:.4f}"
     )
 
 
