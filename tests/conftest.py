@@ -8,6 +8,10 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One thread per process: the tiny test models gain nothing from more, and on a 2-core machine shared with anything
+# else (a second process of the DDP tests, another job) OpenMP's spinning threads made one test 8x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault(
     "HF_DATASETS_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"bertcls-tests-{os.getpid()}")
 )

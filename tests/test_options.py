@@ -77,10 +77,11 @@ def test_a_class_weight_list_of_the_wrong_length_names_the_label_count(tiny_mode
 
 
 def test_early_stopping_stops_and_keeps_the_best_checkpoint(tiny_model, tmp_path):
-    # Learning rate 0: the metric never improves after the first evaluation, so with patience 2 training stops at
-    # the third evaluation (step 6 of 40).
+    # Learning rate 1e-12 (0 is refused as a mistake): the weights barely move, the metric never improves after the
+    # first evaluation, so with patience 2 training stops at the third evaluation (step 6 of 40).
     out = tmp_path / "o"
-    argv = smp2020_args(tiny_model, out, "--learning_rate", "0", "--max_steps", "40", "--early_stopping_patience", "2")
+    argv = smp2020_args(tiny_model, out, "--learning_rate", "1e-12", "--max_steps", "40")
+    argv += ["--early_stopping_patience", "2"]
     argv += ["--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2"]
     argv += ["--logging_steps", "2"]
     run_classification.main(argv)
