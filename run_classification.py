@@ -24,7 +24,7 @@ from bertcls.errors import exit_on_user_error
 from bertcls.interrupt import GracefulInterrupt
 from bertcls.kfold import run_kfold
 from bertcls.logs import setup_logging
-from bertcls.metrics import ComputeMetrics, load_extra_metrics, probabilities
+from bertcls.metrics import ComputeMetrics, Decision, load_extra_metrics, probabilities
 from bertcls.modeling import HEAD_KEY, configure_head, load_model, set_labels
 from bertcls.recipes import given_fields, parse_args, recipe_of
 from bertcls.tokenization import check_settings, encode_windows, tokenize_splits
@@ -77,14 +77,14 @@ def main(argv=None) -> dict:
         windows = {}
         if data_args.sliding_window and "test" in task.splits:
             windows["test"] = encode_windows(task.splits["test"], tokenizer, data_args)
-    labels, threshold = task.labels, data_args.multi_label_threshold
+    labels = task.labels
     data_args.positive_label = choose_positive_label(labels, data_args.positive_label)
     if trained is None:
         set_labels(config, labels)
         remember_preprocessing(config, data_args, labels)
         tokenizer.model_max_length = data_args.max_seq_length  # pipeline(truncation=True) then cuts where training did
-    positive = labels.label2id.get(data_args.positive_label)
-    compute_metrics = ComputeMetrics(len(labels), extra_metrics, labels.multi_label, threshold, positive)
+    decision = Decision.of(labels, data_args)
+    compute_metrics = ComputeMetrics(len(labels), extra_metrics, decision)
     train = tokenized.get("train") if training_args.do_train else None
     validation = tokenized.get("validation")
     check_evaluation(training_args, validation, task.splits)
@@ -123,9 +123,9 @@ def main(argv=None) -> dict:
             continue
         if labelled:
             outputs.write_json(os.path.join(out, f"{prefix}_results.json"), metrics)
-            reports.append(outputs.split_report(split, tokenized[split]["label"][:], probs, labels, threshold))
+            reports.append(outputs.split_report(split, tokenized[split]["label"][:], probs, labels, decision))
         if split == "test":
-            outputs.write_test_predictions(out, task, probs, threshold)
+            outputs.write_test_predictions(out, task, probs, decision)
 
     if data_args.positive_label is not None:
         results["positive_label"] = data_args.positive_label

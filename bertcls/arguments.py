@@ -37,6 +37,8 @@ RANGES = {
     "head_dropout": (0, 1, True, False),
     # data
     "multi_label_threshold": (0, 1, False, False),
+    "label_thresholds": (0, 1, False, False),
+    "decision_threshold": (0, 1, False, False),
     "validation_split_percentage": (0, 100, True, False),
     "max_seq_length": (1, None, True, True),
     "head_tokens": (0, None, True, True),
@@ -80,13 +82,14 @@ RANGES = {
 def check_ranges(args) -> None:
     """Every numeric field of `args` named in RANGES lies in its range, else one UserError naming the flag."""
     for name, (low, high, low_in, high_in) in RANGES.items():
-        value = getattr(args, name, None)
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        too_low = low is not None and (value < low or (value == low and not low_in))
-        too_high = high is not None and (value > high or (value == high and not high_in))
-        if too_low or too_high:
-            raise UserError(f"--{name} must be {_describe_range(low, high, low_in, high_in)}, got {value}")
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            too_low = low is not None and (value < low or (value == low and not low_in))
+            too_high = high is not None and (value > high or (value == high and not high_in))
+            if too_low or too_high:
+                raise UserError(f"--{name} must be {_describe_range(low, high, low_in, high_in)}, got {value}")
 
 
 def _describe_range(low, high, low_in, high_in) -> str:
@@ -204,6 +207,29 @@ class DataArguments:
     multi_label_threshold: float = field(
         default=0.5,
         metadata={"help": "For --multi_label: a label is predicted when its probability is at or above this."},
+    )
+    label_thresholds: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "For --multi_label: one threshold per label, in label order, instead of --multi_label_threshold. "
+            "--tune_threshold sets them."
+        },
+    )
+    decision_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Two-class tasks: predict the positive label (--positive_label) when its probability is at "
+            "least this. Default: the more probable label. --tune_threshold sets it."
+        },
+    )
+    tune_threshold: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, choose on the validation split (never the test split) the decision threshold "
+            "of a two-class task, or one threshold per label of a multi-label task, that maximises "
+            "--metric_for_best_model (default f1_macro); store it with the model, where predict, eval-only runs, "
+            "export and serve use it. With --kfold, chosen on the out-of-fold predictions."
+        },
     )
     label_names: list[str] | None = field(
         default=None,

@@ -21,7 +21,7 @@ from .data import multi_hot
 from .errors import UserError
 from .labels import LabelSpace, canonical_label, label_list
 from .losses import MULTI_LABEL
-from .metrics import classification_metrics, multi_label_metrics, probabilities
+from .metrics import Decision, classification_metrics, multi_label_metrics, probabilities
 from .modeling import HEAD_KEY, EncoderClassifier
 from .tokenization import Encoder, WindowEncoder, aggregate_windows, check_settings, encode_windows
 
@@ -41,7 +41,9 @@ PREPROCESSING_KEYS = (
     "stride",
     "window_aggregation",
     "multi_label_threshold",
+    "label_thresholds",
     "positive_label",
+    "decision_threshold",
 )
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
@@ -218,8 +220,10 @@ class TrainedClassifier:
         check_settings(data_args, self.config, self.tokenizer, self.path)
         return data_args
 
-    def threshold(self, data_args) -> float:
-        return data_args.multi_label_threshold
+    def decision(self, data_args) -> Decision:
+        """How this model's probabilities become predictions: its stored (or tuned) thresholds and positive label,
+        unless data_args (the user's flags) say otherwise."""
+        return Decision.of(self.labels, data_args)
 
     # -- inputs, built as in training ---------------------------------------------------------------------------
 

@@ -43,7 +43,6 @@ from .data import check_columns, read_file, standardize
 from .errors import UserError, exit_on_user_error
 from .files import umask, write_json
 from .logs import setup_logging
-from .metrics import decide
 
 logger = logging.getLogger(__name__)
 
@@ -216,12 +215,12 @@ def timed_probabilities(classifier: TrainedClassifier, encoded, rows, data_args,
     return classifier.probabilities(logits), len(rows) / (time.perf_counter() - start)
 
 
-def gold_metric(gold, probs: np.ndarray, labels, threshold: float) -> dict | None:
+def gold_metric(gold, probs: np.ndarray, labels, decision) -> dict | None:
     """accuracy and macro-F1 (multi-label: subset accuracy, micro- and macro-F1) over the rows with a known gold
     label, and `metric`, the one export failures are judged by. The same reading of gold labels as predict's."""
     if gold is None:
         return None
-    scores = gold_scores(gold, decide(probs, labels.multi_label, threshold), labels)
+    scores = gold_scores(gold, decision(probs), labels, decision.positive)
     if scores is None:
         return None
     if labels.multi_label:
@@ -231,10 +230,10 @@ def gold_metric(gold, probs: np.ndarray, labels, threshold: float) -> dict | Non
     return {"metric": metric, **{k: scores[k] for k in keys}}
 
 
-def compare(reference: np.ndarray, probs: np.ndarray, labels, threshold: float) -> dict:
-    """How far an export's probabilities are from PyTorch's on the same rows."""
-    ref_decided = decide(reference, labels.multi_label, threshold)
-    decided = decide(probs, labels.multi_label, threshold)
+def compare(reference: np.ndarray, probs: np.ndarray, labels, decision) -> dict:
+    """How far an export's probabilities are from PyTorch's on the same rows, and how often they decide alike."""
+    ref_decided = decision(reference)
+    decided = decision(probs)
     same = (ref_decided == decided).all(axis=-1) if labels.multi_label else ref_decided == decided
     return {
         "agreement": float(same.mean()),
@@ -245,7 +244,7 @@ def compare(reference: np.ndarray, probs: np.ndarray, labels, threshold: float) 
 
 def check_export(name, classifier, reference, encoded, rows, data_args, gold, args, report) -> None:
     """Run one export on the check rows, add its figures to `report[name]`, and fail when it is broken."""
-    labels, threshold = classifier.labels, data_args.multi_label_threshold
+    labels, decision = classifier.labels, classifier.decision(data_args)
     try:
         probs, speed = timed_probabilities(classifier, encoded, rows, data_args, args.batch_size)
     except Exception as e:  # ONNX Runtime refusing the graph's inputs is a broken export, said in one line
@@ -254,8 +253,8 @@ def check_export(name, classifier, reference, encoded, rows, data_args, gold, ar
             f"{name} fails on the check rows: {message}",
             fix="report it with the model's config.json; meanwhile serve the PyTorch folder (--backend torch)",
         ) from e
-    entry = {**compare(reference, probs, labels, threshold), "rows_per_s": speed}
-    scores = gold_metric(gold, probs, labels, threshold)
+    entry = {**compare(reference, probs, labels, decision), "rows_per_s": speed}
+    scores = gold_metric(gold, probs, labels, decision)
     if scores:
         entry["scores"] = scores
         torch_value = report["torch"]["scores"][scores["metric"]]
@@ -323,7 +322,7 @@ def export(args: ExportArguments) -> dict:
         torch.set_num_threads(args.threads)
     torch_classifier = TrainedClassifier.load(args.model_name_or_path, device="cpu", backend="torch")
     check_file, data_args, rows, gold = check_rows(torch_classifier, args)
-    labels, threshold = torch_classifier.labels, data_args.multi_label_threshold
+    labels, decision = torch_classifier.labels, torch_classifier.decision(data_args)
     encoded = torch_classifier.encode(rows, data_args)  # the same model inputs for every backend
     reference, speed = timed_probabilities(torch_classifier, encoded, rows, data_args, args.batch_size)
     report = {
@@ -335,7 +334,7 @@ def export(args: ExportArguments) -> dict:
         "threads": args.threads or torch.get_num_threads(),
         "torch": {"rows_per_s": speed},
     }
-    scores = gold_metric(gold, reference, labels, threshold)
+    scores = gold_metric(gold, reference, labels, decision)
     if scores:
         report["torch"]["scores"] = scores
 

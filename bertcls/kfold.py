@@ -70,7 +70,7 @@ def run_kfold(
         )
     if training_args.resume_from_checkpoint:
         raise UserError("--kfold runs cannot resume a checkpoint", fix="start over with --overwrite_output_dir")
-    labels, threshold = task.labels, data_args.multi_label_threshold
+    labels, decision = task.labels, compute_metrics.decision
     train = tokenized["train"]
     seed = training_args.kfold_seed if training_args.kfold_seed is not None else training_args.seed
     train_labels = train["label"][:]  # [:] reads the column at once, not row by row
@@ -108,7 +108,7 @@ def run_kfold(
             trainer.state.save_to_json(os.path.join(fold_args.output_dir, "trainer_state.json"))
             outputs.write_json(os.path.join(fold_args.output_dir, "eval_results.json"), metrics)
             if "test" in fold_probs:
-                outputs.write_test_predictions(fold_args.output_dir, task, fold_probs["test"], threshold)
+                outputs.write_test_predictions(fold_args.output_dir, task, fold_probs["test"], decision)
         del trainer
 
     mean, std = summarize(fold_metrics)
@@ -117,14 +117,14 @@ def run_kfold(
     results = {f"kfold_{key}_mean": v for key, v in mean.items() if not key.endswith(("runtime", "per_second"))}
     results.update({f"kfold_{key}_std": v for key, v in std.items() if not key.endswith(("runtime", "per_second"))})
     results.update({f"oof_{key}": v for key, v in summary["oof"].items()})
-    reports = [outputs.split_report("oof", reference, oof, labels, threshold)] if main_process else []
+    reports = [outputs.split_report("oof", reference, oof, labels, decision)] if main_process else []
     for split, prefix in others:
         if "label" in tokenized[split].column_names:
             summary[split] = compute_metrics.score(ensemble[split], np.asarray(tokenized[split]["label"][:]))
             results.update({f"{prefix}_{key}": v for key, v in summary[split].items()})
             if main_process:
                 reference_split = tokenized[split]["label"][:]
-                reports.append(outputs.split_report(split, reference_split, ensemble[split], labels, threshold))
+                reports.append(outputs.split_report(split, reference_split, ensemble[split], labels, decision))
     if not main_process:
         return results
 
@@ -133,10 +133,10 @@ def run_kfold(
     rows["label"] = [labels.join(v) if labels.multi_label else labels.names[v] for v in train_labels]
     rows["fold"] = folds
     outputs.write_predictions(
-        os.path.join(out, "oof_predictions.csv"), outputs.predictions_frame(rows, oof, labels, threshold)
+        os.path.join(out, "oof_predictions.csv"), outputs.predictions_frame(rows, oof, labels, decision)
     )
     if "test" in ensemble:
-        outputs.write_test_predictions(out, task, ensemble["test"], threshold)
+        outputs.write_test_predictions(out, task, ensemble["test"], decision)
     outputs.write_json(os.path.join(out, "kfold_results.json"), summary)
     if data_args.positive_label is not None:
         results["positive_label"] = data_args.positive_label

@@ -1,11 +1,14 @@
 """Metrics over the whole evaluation set (never averaged per batch), computed offline with scikit-learn.
 
-Single-label: argmax of the logits. Multi-label: a sigmoid per label, and every label whose probability is at or
-above the threshold is predicted; `subset_accuracy` counts rows whose whole label set is right.
+Single-label: a softmax, and the most probable class (or, for two classes with a decision threshold, the positive
+class when its probability reaches the threshold). Multi-label: a sigmoid per label, and every label whose
+probability is at or above its threshold is predicted; `subset_accuracy` counts rows whose whole label set is right.
+`Decision` is that rule, in one place.
 """
 
 import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import (
@@ -14,11 +17,14 @@ from sklearn.metrics import (
     confusion_matrix,
     hamming_loss,
     precision_recall_fscore_support,
+    top_k_accuracy_score,
 )
 
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
+
+TOP_K_ABOVE = 5  # tasks with more classes than this also report top-3 and top-5 accuracy
 
 
 def classification_metrics(
@@ -99,9 +105,57 @@ def probabilities(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
     return sigmoid(logits) if multi_label else softmax(logits)
 
 
-def decide(probs: np.ndarray, multi_label: bool = False, threshold: float = 0.5) -> np.ndarray:
-    """Predicted class ids (single-label), or a 0/1 matrix of the labels at or above `threshold` (multi-label)."""
-    return (probs >= threshold).astype(int) if multi_label else probs.argmax(axis=-1)
+@dataclass(frozen=True)
+class Decision:
+    """How probabilities become predictions, in one place for training, evaluation, predict, export and serve.
+
+    Single-label: the most probable class; with two classes and a `threshold` (--decision_threshold, or tuned by
+    --tune_threshold), the `positive` class when its probability is at least the threshold. Multi-label: every
+    label whose probability is at least its threshold (one for all labels, or one per label)."""
+
+    multi_label: bool = False
+    threshold: float | tuple[float, ...] | None = None  # None: argmax (single-label), 0.5 (multi-label)
+    positive: int = 1  # two classes: the class id whose precision/recall/F1 are reported and `threshold` applies to
+
+    @classmethod
+    def of(cls, labels, data_args) -> "Decision":
+        """The decision stored with a model or given as flags: --positive_label, --decision_threshold,
+        --multi_label_threshold and --label_thresholds (tuned per label)."""
+        positive = labels.label2id.get(getattr(data_args, "positive_label", None), 1)
+        if labels.multi_label:
+            per_label = getattr(data_args, "label_thresholds", None)
+            if per_label is not None and len(per_label) != len(labels):
+                raise UserError(
+                    f"--label_thresholds has {len(per_label)} values, but the model has {len(labels)} labels",
+                    fix="give one threshold per label, in label order, or drop --label_thresholds",
+                )
+            threshold = tuple(per_label) if per_label is not None else data_args.multi_label_threshold
+            return cls(True, threshold, positive)
+        threshold = getattr(data_args, "decision_threshold", None)
+        if threshold is not None and len(labels) != 2:
+            raise UserError(
+                f"--decision_threshold applies to two-class tasks; this one has {len(labels)} classes",
+                fix="drop --decision_threshold",
+            )
+        return cls(False, threshold, positive)
+
+    def __call__(self, probs: np.ndarray) -> np.ndarray:
+        """Class ids (single-label), or a 0/1 matrix of the chosen labels (multi-label)."""
+        if self.multi_label:
+            threshold = 0.5 if self.threshold is None else np.asarray(self.threshold)
+            return (probs >= threshold).astype(int)
+        if self.threshold is None or probs.shape[-1] != 2:
+            return probs.argmax(axis=-1)
+        return np.where(probs[:, self.positive] >= self.threshold, self.positive, 1 - self.positive)
+
+
+def top_k_accuracies(references: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Top-3 and top-5 accuracy (the gold class among the k most probable), for tasks with more than 5 classes."""
+    n = probs.shape[-1]
+    if n <= TOP_K_ABOVE:
+        return {}
+    labels = list(range(n))
+    return {f"top{k}_accuracy": float(top_k_accuracy_score(references, probs, k=k, labels=labels)) for k in (3, 5)}
 
 
 def load_extra_metrics(names: list[str]) -> list:
@@ -128,20 +182,12 @@ def load_extra_metrics(names: list[str]) -> list:
 class ComputeMetrics:
     """The Trainer's compute_metrics: logits and labels of the whole (gathered) evaluation set."""
 
-    def __init__(
-        self,
-        num_labels: int,
-        extra_metrics: list | None = None,
-        multi_label: bool = False,
-        threshold: float = 0.5,
-        positive: int | None = None,
-    ):
+    def __init__(self, num_labels: int, extra_metrics: list | None = None, decision: Decision | None = None):
         self.num_labels = num_labels
-        self.positive = positive  # the class id whose precision/recall/F1 a binary task reports
         self.extra_metrics = extra_metrics or []
-        self.multi_label = multi_label
-        self.threshold = threshold
-        if multi_label and self.extra_metrics:
+        self.decision = decision or Decision()
+        self.multi_label = self.decision.multi_label
+        if self.multi_label and self.extra_metrics:
             raise UserError(
                 "--extra_metrics take one class id per row; they do not apply to --multi_label",
                 fix="drop --extra_metrics (micro/macro/samples F1 and subset accuracy are computed already)",
@@ -157,10 +203,11 @@ class ComputeMetrics:
 
     def score(self, probs: np.ndarray, references: np.ndarray) -> dict[str, float]:
         """The metrics of probabilities (of one model, or averaged over several) against the references."""
-        predictions = decide(probs, self.multi_label, self.threshold)
+        predictions = self.decision(probs)
         if self.multi_label:
             return multi_label_metrics(references, predictions)
-        result = classification_metrics(references, predictions, self.num_labels, self.positive)
+        result = classification_metrics(references, predictions, self.num_labels, self.decision.positive)
+        result.update(top_k_accuracies(references, probs))
         for metric in self.extra_metrics:
             extra = metric.compute(predictions=predictions, references=references)
             result.update({k: float(v) for k, v in extra.items() if np.isscalar(v)})
@@ -172,7 +219,10 @@ class ComputeMetrics:
             return None
         if self.multi_label:
             return set(multi_label_metrics(np.eye(2), np.eye(2)))
-        return set(classification_metrics(np.arange(self.num_labels), np.arange(self.num_labels), self.num_labels))
+        references = np.arange(self.num_labels)
+        return set(classification_metrics(references, references, self.num_labels)) | set(
+            top_k_accuracies(references, np.eye(self.num_labels))
+        )
 
 
 def report_text(references: np.ndarray, predictions: np.ndarray, names: list[str]) -> str:

@@ -19,7 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from . import plots
 from .errors import UserError
 from .files import atomic_path, write_json, write_text
-from .metrics import confusion, decide, report_text
+from .metrics import Decision, confusion, report_text
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +137,13 @@ def clear_run(out: str) -> None:
     logger.info("cleared the earlier run in %s (--overwrite_output_dir)", out)
 
 
-def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, threshold: float = 0.5) -> pd.DataFrame:
+def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, decision: Decision) -> pd.DataFrame:
     """The input columns, then `prediction`, `score` and one `prob_<label>` per class.
 
-    Single-label: `prediction` is the most probable label and `score` its probability. Multi-label: `prediction`
-    holds every label at or above `threshold`, joined by the label delimiter (empty when none is), and there is
-    no `score` column: each label's own probability is in its `prob_<label>` column."""
+    Single-label: `prediction` is the label `decision` chooses (the most probable, unless a two-class threshold
+    says otherwise) and `score` its probability. Multi-label: `prediction` holds every label at or above its
+    threshold, joined by the label delimiter (empty when none is), and there is no `score` column: each label's own
+    probability is in its `prob_<label>` column."""
     names = list(labels.names)
     frame = input_rows.reset_index(drop=True).copy()
     for column in frame.columns:  # list cells (multi-label json input) as JSON, not numpy's array repr
@@ -150,12 +151,12 @@ def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, thres
             frame[column] = frame[column].map(
                 lambda v: json.dumps(list(v), ensure_ascii=False) if v is not None else v
             )
+    chosen = decision(probs)
     if labels.multi_label:
-        chosen = decide(probs, multi_label=True, threshold=threshold)
         frame["prediction"] = [labels.join(row) for row in chosen]
     else:
-        frame["prediction"] = [names[i] for i in probs.argmax(axis=-1)]
-        frame["score"] = probs.max(axis=-1)
+        frame["prediction"] = [names[i] for i in chosen]
+        frame["score"] = probs[np.arange(len(probs)), chosen]
     for i, name in enumerate(names):
         frame[f"prob_{name}"] = probs[:, i]
     return frame
@@ -166,9 +167,9 @@ def write_predictions(path: str, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6f")
 
 
-def write_test_predictions(output_dir: str, task, probs: np.ndarray, threshold: float) -> None:
+def write_test_predictions(output_dir: str, task, probs: np.ndarray, decision: Decision) -> None:
     """output_dir/predictions.csv: the raw test rows, in input order, with their predictions."""
-    frame = predictions_frame(task.raw_test.to_pandas(), probs, task.labels, threshold)
+    frame = predictions_frame(task.raw_test.to_pandas(), probs, task.labels, decision)
     write_predictions(os.path.join(output_dir, "predictions.csv"), frame)
 
 
@@ -181,10 +182,10 @@ class SplitReport:
     matrix: np.ndarray | None  # None for multi-label splits, which report per label instead
 
 
-def split_report(split: str, references: np.ndarray, probs: np.ndarray, labels, threshold: float = 0.5) -> SplitReport:
+def split_report(split: str, references: np.ndarray, probs: np.ndarray, labels, decision: Decision) -> SplitReport:
     """Per-class precision/recall/F1 for one labelled split and, single-label, its confusion matrix."""
     names = list(labels.names)
-    predictions = decide(probs, labels.multi_label, threshold)
+    predictions = decision(probs)
     references = np.asarray(references)
     if labels.multi_label:
         references = references.astype(int)

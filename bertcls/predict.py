@@ -23,7 +23,6 @@ from .data import check_columns, read_file, standardize
 from .errors import UserError, exit_on_user_error
 from .labels import LabelSpace
 from .logs import setup_logging
-from .metrics import decide
 from .outputs import predictions_frame, write_predictions
 
 logger = logging.getLogger(__name__)
@@ -99,13 +98,12 @@ def main(argv=None):
     rows, _ = standardize(raw, source, data_args, labels=None, split="test")
     probs = classifier.predict_rows(rows, data_args, args.batch_size, source)
     labels = classifier.labels
-    frame = predictions_frame(raw.to_pandas(), probs, labels, data_args.multi_label_threshold)
+    decision = classifier.decision(data_args)
+    frame = predictions_frame(raw.to_pandas(), probs, labels, decision)
     write_predictions(args.output_file, frame)
     print(f"{len(frame)} predictions written to {args.output_file}")
     if data_args.label_column in raw.column_names:
-        print_scores(
-            raw[data_args.label_column], decide(probs, labels.multi_label, data_args.multi_label_threshold), labels
-        )
+        print_scores(raw[data_args.label_column], decision(probs), labels)
     return frame
 
 

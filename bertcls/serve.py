@@ -34,7 +34,6 @@ from transformers import HfArgumentParser
 from .classifier import BACKENDS, TrainedClassifier
 from .errors import UserError, exit_on_user_error
 from .logs import setup_logging
-from .metrics import decide
 
 logger = logging.getLogger(__name__)
 
@@ -193,12 +192,12 @@ def _check_text(text, where: str) -> None:
         raise BadRequest(422, f"{where} is empty: there is nothing to classify")
 
 
-def answers(probs: np.ndarray, classifier: TrainedClassifier, threshold: float) -> list[dict]:
-    """One prediction per row: the label and its probability (multi-label: every label at or above the threshold)
-    and every label's probability."""
+def answers(probs: np.ndarray, classifier: TrainedClassifier, decision) -> list[dict]:
+    """One prediction per row: the label and its probability (multi-label: every label at or above its threshold)
+    and every label's probability, decided as the model's stored decision says (classifier.decision)."""
     labels = classifier.labels
     names = list(labels.names)
-    decided = decide(probs, labels.multi_label, threshold)
+    decided = decision(probs)
     out = []
     for row, choice in zip(probs, decided):
         probabilities = {name: float(p) for name, p in zip(names, row)}
@@ -230,7 +229,7 @@ def build_app(classifier: TrainedClassifier, args: ServeArguments):
 
     data_args = classifier.data_args()
     is_pair = bool(data_args.text_pair_column)
-    threshold = data_args.multi_label_threshold
+    decision = classifier.decision(data_args)
     batch_size = args.max_batch_size
 
     def predict(texts, pairs):
@@ -262,7 +261,7 @@ def build_app(classifier: TrainedClassifier, args: ServeArguments):
             probs = await batcher.submit(texts, pairs)
         except Exception as e:
             return JSONResponse({"error": f"prediction failed: {type(e).__name__}: {e}"}, status_code=500)
-        return {"predictions": answers(probs, classifier, threshold)}
+        return {"predictions": answers(probs, classifier, decision)}
 
     @app.get("/labels")
     async def labels_route():

@@ -14,7 +14,7 @@ from bertcls.arguments import DataArguments
 from bertcls.data import load_task_data
 from bertcls.errors import UserError
 from bertcls.labels import LabelSpace, label_list
-from bertcls.metrics import ComputeMetrics, multi_label_metrics
+from bertcls.metrics import ComputeMetrics, Decision, multi_label_metrics
 from bertcls.outputs import predictions_frame
 
 KEYWORDS = {"体育": "球赛进球", "财经": "股票基金", "科技": "手机芯片"}
@@ -86,12 +86,14 @@ def test_delimited_labels_and_their_mistakes(write):
 def test_multi_label_metrics_and_threshold():
     references = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
     logits = np.array([[3.0, -2.0, 0.2], [-1.0, 2.0, -0.2], [1.0, -0.1, -3.0], [-2.0, -2.0, -2.0]])
-    metrics = ComputeMetrics(3, multi_label=True)(type("P", (), {"predictions": logits, "label_ids": references}))
+    metrics = ComputeMetrics(3, decision=Decision(multi_label=True))(
+        type("P", (), {"predictions": logits, "label_ids": references})
+    )
     # at threshold 0.5 (logit 0) the predictions are [1,0,1], [0,1,0], [1,0,0], [0,0,0]: one label missed
     assert metrics["subset_accuracy"] == 0.75 and metrics["hamming_loss"] == pytest.approx(1 / 12)
     assert metrics["precision_micro"] == 1.0 and metrics["recall_micro"] == pytest.approx(4 / 5)
     assert metrics["f1_micro"] == pytest.approx(8 / 9) and metrics["samples"] == 4
-    strict = ComputeMetrics(3, multi_label=True, threshold=0.6)(
+    strict = ComputeMetrics(3, decision=Decision(multi_label=True, threshold=0.6))(
         type("P", (), {"predictions": logits, "label_ids": references})
     )
     assert strict["recall_micro"] == pytest.approx(3 / 5)  # sigmoid(0.2) = 0.55 < 0.6
@@ -101,7 +103,9 @@ def test_multi_label_metrics_and_threshold():
 def test_multi_label_predictions_frame():
     labels = LabelSpace(("a", "b", "c"), multi_label=True, delimiter=";")
     probs = np.array([[0.9, 0.2, 0.5], [0.1, 0.1, 0.1]])
-    frame = predictions_frame(pd.DataFrame({"text": ["x", "y"], "label": [["a"], []]}), probs, labels, 0.5)
+    frame = predictions_frame(
+        pd.DataFrame({"text": ["x", "y"], "label": [["a"], []]}), probs, labels, Decision(multi_label=True)
+    )
     assert list(frame.columns) == ["text", "label", "prediction", "prob_a", "prob_b", "prob_c"]
     assert frame["prediction"].tolist() == ["a;c", ""]
     assert frame["label"].tolist() == ['["a"]', "[]"]  # list cells written as JSON
