@@ -16,7 +16,7 @@ import sys
 
 from transformers import set_seed
 
-from bertcls import outputs
+from bertcls import outputs, thresholds
 from bertcls.checkpoints import check_vocabulary, load_config, load_tokenizer
 from bertcls.classifier import TrainedClassifier, remember_preprocessing
 from bertcls.data import load_task_data
@@ -88,11 +88,12 @@ def main(argv=None) -> dict:
     train = tokenized.get("train") if training_args.do_train else None
     validation = tokenized.get("validation")
     check_evaluation(training_args, validation, task.splits)
+    metric = thresholds.check(data_args, training_args, labels, "validation" in task.splits)
     model = trained.model if trained else load_model(model_args, config)
     outputs.clear_output_dir(training_args)  # everything is checked: only now may an earlier run's files go
     if training_args.kfold:
         results = run_kfold(
-            model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics
+            model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics, metric
         )
         outputs.print_summary(results, training_args.output_dir)
         return results
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
     trainer = build_trainer(model, training_args, tokenizer, train, validation, compute_metrics, [interrupt])
     main_process = trainer.is_world_process_zero()
     out = training_args.output_dir
-    results, reports = {}, []
+    results, findings = {}, outputs.Findings()
 
     if train is not None:
         results.update(train_and_save(trainer, train, resume_from, interrupt))
@@ -116,14 +117,23 @@ def main(argv=None) -> dict:
             trainer, tokenized[split], prefix, compute_metrics, windows.get(split), data_args.window_aggregation
         )
         probs = probabilities(logits, labels.multi_label)
-        labelled = "label" in tokenized[split].column_names
-        if labelled:
+        references = tokenized[split]["label"][:] if "label" in tokenized[split].column_names else None
+        if references is not None:
             results.update(metrics)
+        if split == "validation" and metric and references is not None:  # --tune_threshold, never on test rows
+            decision, tuned = thresholds.tune(probs, references, decision, metric)
+            compute_metrics.decision = decision  # the test split is scored and predicted with it
+            results.update(thresholds.results(tuned, prefix))
+            findings.notes["Decision threshold"] = thresholds.describe(tuned, split)
+            thresholds.store(data_args, decision)
+            if main_process:  # remembered with the model, for predict, eval-only runs, export and serve
+                remember_preprocessing(config, data_args, labels)
+                config.save_pretrained(out)
         if not main_process:
             continue
-        if labelled:
+        if references is not None:
             outputs.write_json(os.path.join(out, f"{prefix}_results.json"), metrics)
-            reports.append(outputs.split_report(split, tokenized[split]["label"][:], probs, labels, decision))
+            findings.add(outputs.split_report(split, references, probs, labels, decision, prefix), task, out, probs)
         if split == "test":
             outputs.write_test_predictions(out, task, probs, decision)
 
@@ -133,7 +143,7 @@ def main(argv=None) -> dict:
         recipe = recipe_of(model_args, data_args, training_args)
         custom_head = getattr(config, HEAD_KEY, None) is not None
         history = trainer.state.log_history
-        outputs.finish_run(out, recipe, name, task, results, reports, history, train is not None, custom_head)
+        outputs.finish_run(out, recipe, name, task, results, findings, history, train is not None, custom_head)
         outputs.print_summary(results, out)
     return results
 

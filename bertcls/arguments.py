@@ -458,6 +458,14 @@ class ClassificationTrainingArguments(TrainingArguments):
         },
     )
     kfold_seed: int | None = field(default=None, metadata={"help": "Seed of the fold assignment (default: --seed)."})
+    find_label_issues: bool = field(
+        default=False,
+        metadata={
+            "help": "With --kfold: rank every train row by how likely its label is wrong (cleanlab on the "
+            "out-of-fold probabilities) into label_issues.csv, with the suggested label; a summary per class goes "
+            "to analysis.md."
+        },
+    )
     # `--label_names` is DataArguments' explicit label order. The Trainer's own field of that name (which input
     # keys hold labels) is fixed to None here: inputs always carry the label under `labels`.
     label_names: list[str] | None = field(default=None, init=False, repr=False)
@@ -536,6 +544,10 @@ def check_options(args) -> None:
         raise UserError(f"--max_steps must be -1 (train --num_train_epochs) or at least 1, got {args.max_steps}")
     if args.max_steps == -1 and args.do_train and not args.num_train_epochs > 0:
         raise UserError(f"--num_train_epochs must be above 0, got {args.num_train_epochs}", fix="or pass --max_steps")
+    if args.find_label_issues and not args.kfold:
+        raise UserError(
+            "--find_label_issues needs out-of-fold probabilities, from k-fold training", fix="add --kfold 5"
+        )
     if args.kfold == 1 or args.kfold < 0:
         raise UserError(
             f"--kfold {args.kfold}: k-fold needs at least 2 folds", fix="pass --kfold 5, or 0 to turn it off"

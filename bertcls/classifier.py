@@ -56,6 +56,13 @@ def remember_preprocessing(config, data_args, labels=None) -> None:
     setattr(config, PREPROCESSING_KEY, settings)
 
 
+def store_preprocessing(folder: str, data_args, labels) -> None:
+    """Rewrite a saved folder's stored preprocessing (e.g. with thresholds chosen after it was saved)."""
+    config = AutoConfig.from_pretrained(folder)
+    remember_preprocessing(config, data_args, labels)
+    config.save_pretrained(folder)
+
+
 def trained_labels(config) -> LabelSpace:
     """The model's labels, in id order, and how a multi-label model joins them."""
     trained = getattr(config, PREPROCESSING_KEY, None) or {}

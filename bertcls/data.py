@@ -54,6 +54,9 @@ class TaskData:
     raw_test: Dataset | None = None  # test rows with the user's own columns, for predictions.csv
     dropped: dict[str, int] = field(default_factory=dict)
     sources: dict[str, Source] = field(default_factory=dict)  # where each split's rows come from, for messages
+    # Each split's file with the user's own columns; a split's `source_row` column indexes it (a validation split
+    # held out from train indexes train's file).
+    raw: dict[str, Dataset] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -451,8 +454,10 @@ def load_task_data(
         )
     standardized = {s: first_rows(ds, limits[s]) for s, ds in standardized.items()}
     raw_test = first_rows(raw["test"], limits["test"]) if "test" in raw else None
-    sources["validation"] = sources.get("validation") or sources.get("train")  # a held-out split's rows are train's
-    return TaskData(DatasetDict(standardized), labels, bool(data_args.text_pair_column), raw_test, dropped, sources)
+    if "validation" not in raw and "validation" in standardized:  # held out from train: its rows are train's
+        raw["validation"], sources["validation"] = raw["train"], sources["train"]
+    is_pair = bool(data_args.text_pair_column)
+    return TaskData(DatasetDict(standardized), labels, is_pair, raw_test, dropped, sources, raw)
 
 
 def is_multi_label(raw: dict, data_args, sources: dict) -> bool:

@@ -20,7 +20,8 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from transformers import set_seed
 
-from . import outputs
+from . import analysis, outputs, thresholds
+from .classifier import store_preprocessing
 from .errors import UserError
 from .metrics import probabilities
 from .modeling import HEAD_KEY, load_model
@@ -60,9 +61,10 @@ def summarize(fold_metrics: list[dict]) -> tuple[dict, dict]:
 
 
 def run_kfold(
-    model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics
+    model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics, metric=None
 ) -> dict:
-    """Train, validate and predict K folds; write the out-of-fold and ensemble outputs. Returns the flat results."""
+    """Train, validate and predict K folds; write the out-of-fold and ensemble outputs. Returns the flat results.
+    `metric`: tune the decision threshold(s) for it on the out-of-fold predictions (--tune_threshold)."""
     k, out = training_args.kfold, training_args.output_dir
     if "train" not in tokenized or not training_args.do_train:
         raise UserError(
@@ -70,7 +72,7 @@ def run_kfold(
         )
     if training_args.resume_from_checkpoint:
         raise UserError("--kfold runs cannot resume a checkpoint", fix="start over with --overwrite_output_dir")
-    labels, decision = task.labels, compute_metrics.decision
+    labels = task.labels
     train = tokenized["train"]
     seed = training_args.kfold_seed if training_args.kfold_seed is not None else training_args.seed
     train_labels = train["label"][:]  # [:] reads the column at once, not row by row
@@ -80,12 +82,12 @@ def run_kfold(
 
     oof = np.zeros((len(train), len(labels)))
     ensemble = {s: np.zeros((len(tokenized[s]), len(labels))) for s, _ in others}
-    fold_metrics, main_process = [], True
+    fold_metrics, fold_tests, main_process = [], [], True
     for fold in range(k):
         held_rows, train_rows = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
         logger.info("fold %d/%d: training on %d rows, validating on %d", fold + 1, k, len(train_rows), len(held_rows))
         fold_args = copy.deepcopy(training_args)
-        fold_args.output_dir = os.path.join(out, f"fold_{fold}")
+        fold_args.output_dir = fold_dir(out, fold)
         set_seed(training_args.seed)  # every fold's model starts from the same initialization
         held = train.select(held_rows)
         trainer = build_trainer(
@@ -97,37 +99,52 @@ def run_kfold(
         logits, metrics = predict_split(trainer, held, "eval", compute_metrics)
         oof[held_rows] = probabilities(logits, labels.multi_label)
         fold_metrics.append(metrics)
-        fold_probs = {}
         for split, prefix in others:
             logits, _ = predict_split(
                 trainer, tokenized[split], prefix, compute_metrics, windows.get(split), data_args.window_aggregation
             )
-            fold_probs[split] = probabilities(logits, labels.multi_label)
-            ensemble[split] += fold_probs[split] / k
+            probs = probabilities(logits, labels.multi_label)
+            ensemble[split] += probs / k
+            if split == "test":
+                fold_tests.append(probs)
         if main_process:
             trainer.state.save_to_json(os.path.join(fold_args.output_dir, "trainer_state.json"))
             outputs.write_json(os.path.join(fold_args.output_dir, "eval_results.json"), metrics)
-            if "test" in fold_probs:
-                outputs.write_test_predictions(fold_args.output_dir, task, fold_probs["test"], decision)
         del trainer
 
     mean, std = summarize(fold_metrics)
     reference = np.asarray(train_labels)
-    summary = {"folds": fold_metrics, "mean": mean, "std": std, "oof": compute_metrics.score(oof, reference)}
     results = {f"kfold_{key}_mean": v for key, v in mean.items() if not key.endswith(("runtime", "per_second"))}
     results.update({f"kfold_{key}_std": v for key, v in std.items() if not key.endswith(("runtime", "per_second"))})
+    findings = outputs.Findings()
+    if metric:  # --tune_threshold on the out-of-fold predictions: every train row, each held out from its model
+        decision, tuned = thresholds.tune(oof, reference, compute_metrics.decision, metric)
+        compute_metrics.decision = decision
+        thresholds.store(data_args, decision)
+        results.update(thresholds.results(tuned, "oof"))
+        findings.notes["Decision threshold"] = thresholds.describe(tuned, "out-of-fold")
+    decision = compute_metrics.decision
+    summary = {"folds": fold_metrics, "mean": mean, "std": std, "oof": compute_metrics.score(oof, reference)}
     results.update({f"oof_{key}": v for key, v in summary["oof"].items()})
-    reports = [outputs.split_report("oof", reference, oof, labels, decision)] if main_process else []
     for split, prefix in others:
         if "label" in tokenized[split].column_names:
             summary[split] = compute_metrics.score(ensemble[split], np.asarray(tokenized[split]["label"][:]))
             results.update({f"{prefix}_{key}": v for key, v in summary[split].items()})
-            if main_process:
-                reference_split = tokenized[split]["label"][:]
-                reports.append(outputs.split_report(split, reference_split, ensemble[split], labels, decision))
+    if data_args.positive_label is not None:
+        results["positive_label"] = data_args.positive_label
     if not main_process:
         return results
 
+    findings.add(outputs.split_report("oof", reference, oof, labels, decision, "oof"), task, out, oof, "train")
+    for split, prefix in others:
+        if "label" in tokenized[split].column_names:
+            report = outputs.split_report(
+                split, tokenized[split]["label"][:], ensemble[split], labels, decision, prefix
+            )
+            findings.add(report, task, out, ensemble[split])
+    if training_args.find_label_issues:
+        issues, findings.notes["Label issues"] = analysis.find_label_issues(task, oof, folds, decision)
+        analysis.write_label_issues(out, issues)
     texts = task.splits["train"]  # the same rows as `train`, before tokenizing
     rows = texts.select_columns([c for c in ("text", "text_pair") if c in texts.column_names]).to_pandas()
     rows["label"] = [labels.join(v) if labels.multi_label else labels.names[v] for v in train_labels]
@@ -135,12 +152,19 @@ def run_kfold(
     outputs.write_predictions(
         os.path.join(out, "oof_predictions.csv"), outputs.predictions_frame(rows, oof, labels, decision)
     )
+    for fold, probs in enumerate(fold_tests):
+        outputs.write_test_predictions(fold_dir(out, fold), task, probs, decision)
+    if metric:  # each fold's model remembers the thresholds chosen for the ensemble
+        for fold in range(k):
+            store_preprocessing(fold_dir(out, fold), data_args, labels)
     if "test" in ensemble:
         outputs.write_test_predictions(out, task, ensemble["test"], decision)
     outputs.write_json(os.path.join(out, "kfold_results.json"), summary)
-    if data_args.positive_label is not None:
-        results["positive_label"] = data_args.positive_label
     recipe = recipe_of(model_args, data_args, training_args)
     custom_head = getattr(config, HEAD_KEY, None) is not None
-    outputs.finish_run(out, recipe, model_args.model_name_or_path, task, results, reports, [], True, custom_head)
+    outputs.finish_run(out, recipe, model_args.model_name_or_path, task, results, findings, [], True, custom_head)
     return results
+
+
+def fold_dir(out: str, fold: int) -> str:
+    return os.path.join(out, f"fold_{fold}")

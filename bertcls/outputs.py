@@ -10,13 +10,14 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import f1_score
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from . import plots
+from . import analysis, plots
 from .errors import UserError
 from .files import atomic_path, write_json, write_text
 from .metrics import Decision, confusion, report_text
@@ -175,24 +176,53 @@ def write_test_predictions(output_dir: str, task, probs: np.ndarray, decision: D
 
 @dataclass
 class SplitReport:
-    """What one labelled split's report shows: the per-class text, and the confusion matrix drawn later."""
+    """One labelled split's gold labels and predictions: its per-class report, confusion matrix and F1."""
 
     split: str
-    text: str
-    matrix: np.ndarray | None  # None for multi-label splits, which report per label instead
+    prefix: str | None  # the split's key prefix in the results (eval, test, oof)
+    references: np.ndarray  # class ids, or multi-hot rows
+    predictions: np.ndarray
+    labels: object  # LabelSpace
+
+    @property
+    def text(self) -> str:
+        kind = ", multi-label" if self.labels.multi_label else ""
+        body = report_text(self.references, self.predictions, list(self.labels.names))
+        return f"== {self.split} ({len(self.references)} rows{kind})\n{body}"
+
+    @property
+    def matrix(self) -> np.ndarray | None:
+        """Rows true labels, columns predictions; None for multi-label splits, which report per label instead."""
+        return None if self.labels.multi_label else confusion(self.references, self.predictions, len(self.labels))
+
+    def per_class_f1(self) -> list[float]:
+        ids = list(range(len(self.labels)))
+        return [
+            float(v) for v in f1_score(self.references, self.predictions, labels=ids, average=None, zero_division=0)
+        ]
 
 
-def split_report(split: str, references: np.ndarray, probs: np.ndarray, labels, decision: Decision) -> SplitReport:
-    """Per-class precision/recall/F1 for one labelled split and, single-label, its confusion matrix."""
-    names = list(labels.names)
-    predictions = decision(probs)
+@dataclass
+class Findings:
+    """What a run found, for classification_report.txt and analysis.md: the labelled splits' reports, their
+    misclassified rows (errors_<split>.csv, written as each split is scored), and extra analysis.md sections."""
+
+    reports: list[SplitReport] = field(default_factory=list)
+    errors: dict[str, dict] = field(default_factory=dict)  # split -> analysis.write_errors' summary
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def add(self, report: SplitReport, task, out: str, probs: np.ndarray, rows_of: str | None = None) -> None:
+        """A scored split: its report, and errors_<split>.csv (`rows_of`: the split whose file holds its rows)."""
+        self.reports.append(report)
+        self.errors[report.split] = analysis.write_errors(out, task, report, probs, rows_of or report.split)
+
+
+def split_report(split: str, references, probs: np.ndarray, labels, decision: Decision, prefix=None) -> SplitReport:
+    """The report of one labelled split, its predictions made by `decision`."""
     references = np.asarray(references)
     if labels.multi_label:
         references = references.astype(int)
-        text = f"== {split} ({len(references)} rows, multi-label)\n{report_text(references, predictions, names)}"
-        return SplitReport(split, text, None)
-    text = f"== {split} ({len(references)} rows)\n{report_text(references, predictions, names)}"
-    return SplitReport(split, text, confusion(references, predictions, len(names)))
+    return SplitReport(split, prefix, references, decision(probs), labels)
 
 
 def is_hub_id(name: str) -> bool:
@@ -270,17 +300,20 @@ def finish_run(
     model_name: str,
     task,
     results: dict,
-    reports: list[SplitReport],
+    findings: Findings,
     log_history,
     model_saved: bool = True,
     custom_head: bool = False,
 ) -> None:
-    """The files every finished run ends with: recipe, reports, the model card (when the run saved a model),
-    all_results.json (its presence marks the run finished), then the figures, each of which may fail alone.
-    Main process only."""
+    """The files every finished run ends with: recipe, reports, analysis.md, the model card (when the run saved a
+    model), all_results.json (its presence marks the run finished), then the figures, each of which may fail
+    alone. Main process only."""
     write_json(os.path.join(out, "recipe.json"), recipe)
+    reports = findings.reports
     if reports:
         write_text(os.path.join(out, "classification_report.txt"), "\n".join(r.text for r in reports))
+    if reports or findings.notes:
+        analysis.write_analysis(out, task, results, reports, findings.errors, findings.notes)
     if model_saved:
         write_text(os.path.join(out, "README.md"), model_card(model_name, task, results, recipe, custom_head))
     write_json(os.path.join(out, FINISHED_MARKER), results)
