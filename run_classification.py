@@ -16,7 +16,7 @@ import sys
 
 from transformers import set_seed
 
-from bertcls import outputs, thresholds
+from bertcls import hpsearch, outputs, thresholds
 from bertcls.checkpoints import check_vocabulary, load_config, load_tokenizer
 from bertcls.classifier import TrainedClassifier, remember_preprocessing
 from bertcls.data import load_task_data
@@ -89,8 +89,15 @@ def main(argv=None) -> dict:
     validation = tokenized.get("validation")
     check_evaluation(training_args, validation, task.splits)
     metric = thresholds.check(data_args, training_args, labels, "validation" in task.splits)
-    model = trained.model if trained else load_model(model_args, config)
+    space = hpsearch.check(training_args, "validation" in task.splits)
+    model = trained.model if trained else load_model(model_args, config)  # checked before anything is removed
     outputs.clear_output_dir(training_args)  # everything is checked: only now may an earlier run's files go
+    if space is not None:
+        results = hpsearch.run(
+            model_args, data_args, training_args, task, tokenized, tokenizer, config, compute_metrics, space
+        )
+        outputs.print_summary(results, training_args.output_dir)
+        return results
     if training_args.kfold:
         results = run_kfold(
             model_args, data_args, training_args, task, tokenized, windows, tokenizer, config, compute_metrics, metric

@@ -458,6 +458,24 @@ class ClassificationTrainingArguments(TrainingArguments):
         },
     )
     kfold_seed: int | None = field(default=None, metadata={"help": "Seed of the fold assignment (default: --seed)."})
+    # Hyperparameter search
+    hp_search: Literal["optuna"] | None = field(
+        default=None,
+        metadata={
+            "help": "Search hyperparameters with optuna through the Trainer's hyperparameter_search over hp_space, "
+            "scoring each trial on the validation split by --metric_for_best_model; writes hp_trials.csv and "
+            "best_recipe.json (which trains the final model)."
+        },
+    )
+    hp_trials: int = field(default=10, metadata={"help": "For --hp_search: the number of trials."})
+    hp_space: str | None = field(
+        default=None,
+        metadata={
+            "help": "For --hp_search: the search space, a JSON object of flag: {low, high[, log, step]} or "
+            '{choices: [...]}, e.g. {"learning_rate": {"low": 1e-5, "high": 1e-4, "log": true}}. In a recipe, '
+            "an object."
+        },
+    )
     find_label_issues: bool = field(
         default=False,
         metadata={

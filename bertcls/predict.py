@@ -64,6 +64,20 @@ class PredictArguments:
     multi_label_threshold: float | None = field(
         default=None, metadata={"help": "Multi-label models: predict labels at or above this probability."}
     )
+    label_thresholds: list[float] | None = field(
+        default=None,
+        metadata={"help": "Multi-label models: one threshold per label, in label order (default: as stored)."},
+    )
+    decision_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Two-class models: predict the positive label when its probability is at least this (default: "
+            "as stored, e.g. tuned by --tune_threshold; else the more probable label)."
+        },
+    )
+    positive_label: str | None = field(
+        default=None, metadata={"help": "Two-class models: the label --decision_threshold applies to (as stored)."}
+    )
     device: str | None = field(
         default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda when available)."}
     )

@@ -22,6 +22,8 @@ from .errors import UserError
 RECIPE_SUFFIXES = (".json", ".yaml", ".yml")
 # List fields that also take one word: `class_weights: auto` or `class_weights: [1, 1, 3]`.
 WORD_OR_NUMBERS = {"class_weights"}
+# Fields holding a JSON object: a recipe gives the object itself, the command line its JSON text.
+JSON_OBJECTS = {"hp_space"}
 DATACLASSES = (ModelArguments, DataArguments, ClassificationTrainingArguments)
 
 
@@ -133,6 +135,8 @@ def check_value(action: argparse.Action, value, where: str):
     """Convert a recipe value the way argparse converts the same flag, or raise UserError."""
     if value is None:
         return None
+    if action.dest in JSON_OBJECTS and isinstance(value, dict):
+        return json.dumps(value)
     is_list = action.nargs in ("+", "*")
     if action.dest in WORD_OR_NUMBERS:
         # `"class_weights": "auto"` and `"class_weights": [1, 1, 3]` are both natural in a recipe.

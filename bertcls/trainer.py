@@ -62,6 +62,7 @@ class ClassificationTrainer(Trainer):
         super().__init__(*args, **kwargs)
         # Our loss never uses the Trainer's count of label items, so it need not be counted (or gathered under DDP).
         self.model_accepts_loss_kwargs = False
+        self.fixed_loss = loss is not None
         self.loss = loss if loss is not None else loss_for(self.args, self.model.config, self.train_dataset)
         self.fgm = None
         if getattr(self.args, "adversarial", "none") == "fgm":
@@ -70,7 +71,20 @@ class ClassificationTrainer(Trainer):
                     "--adversarial fgm runs two backward passes per step, which DeepSpeed and FSDP do not allow",
                     fix="use plain DDP (accelerate launch --multi_gpu) or drop --adversarial",
                 )
-            self.fgm = FGM(self.accelerator.unwrap_model(self.model).get_input_embeddings(), self.args.adv_epsilon)
+            self.current_fgm()
+
+    def current_fgm(self) -> FGM:
+        """FGM on the current model's word embeddings, with the current epsilon (a hyperparameter-search trial
+        builds a new model and may change the arguments)."""
+        embeddings = self.accelerator.unwrap_model(self.model).get_input_embeddings()
+        if self.fgm is None or self.fgm.weight is not embeddings.weight or self.fgm.epsilon != self.args.adv_epsilon:
+            self.fgm = FGM(embeddings, self.args.adv_epsilon)
+        return self.fgm
+
+    def _hp_search_setup(self, trial):
+        super()._hp_search_setup(trial)
+        if trial is not None and not self.fixed_loss:  # the trial's arguments may change the loss (rdrop, focal...)
+            self.loss = loss_for(self.args, self.model.config, self.train_dataset)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -107,6 +121,7 @@ class ClassificationTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.fgm is None:
             return super().training_step(model, inputs, num_items_in_batch)
+        fgm = self.current_fgm()
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
@@ -116,11 +131,11 @@ class ClassificationTrainer(Trainer):
         # The clean backward only accumulates locally. Under DDP the adversarial backward then averages the clean
         # and adversarial gradients together (when this micro-batch syncs at all): one all-reduce per step, as
         # without FGM. The perturbation follows this process's own gradient of this micro-batch.
-        with self.accelerator.no_sync(model), self.fgm.capture_gradient():
+        with self.accelerator.no_sync(model), fgm.capture_gradient():
             with self.compute_loss_context_manager():
                 loss = self.compute_loss(model, inputs)
             self.accelerator.backward(loss / steps)
-        with self.fgm.perturbed(inputs["input_ids"]):
+        with fgm.perturbed(inputs["input_ids"]):
             with self.compute_loss_context_manager():
                 adversarial_loss = self.compute_loss(model, inputs)
             self.accelerator.backward(adversarial_loss / steps)
@@ -182,14 +197,18 @@ def loss_for(args, config, train_dataset=None) -> ClassificationLoss:
     return build_loss(args, labels, label_ids)
 
 
-def build_trainer(model, args, tokenizer, train, validation, compute_metrics, callbacks=()) -> ClassificationTrainer:
-    """The run's Trainer: length-sorted evaluation rows, per-batch padding, our loss, and early stopping when asked."""
+def build_trainer(
+    model, args, tokenizer, train, validation, compute_metrics, callbacks=(), model_init=None
+) -> ClassificationTrainer:
+    """The run's Trainer: length-sorted evaluation rows, per-batch padding, our loss, and early stopping when asked.
+    `model_init` (instead of `model`) builds a fresh model for every hyperparameter-search trial."""
     check_metric_for_best_model(args, compute_metrics)
     callbacks = list(callbacks)
     if args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
     return ClassificationTrainer(
         model=model,
+        model_init=model_init,
         args=args,
         train_dataset=train,
         # Sorted longest first: evaluation batches then hold rows of similar length (little padding).

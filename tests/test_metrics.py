@@ -98,3 +98,21 @@ def test_reported_metrics_equal_sklearn_on_the_written_predictions(tiny_model, t
     assert results["test_f1_weighted"] == pytest.approx(f1_score(gold, predicted, average="weighted"))
     assert "positive label `正面`" in (out / "README.md").read_text()
     assert json.loads((out / "config.json").read_text())["bertcls_preprocessing"]["positive_label"] == "正面"
+
+
+def test_per_label_thresholds_are_each_labels_best_for_macro_f1():
+    from bertcls import thresholds
+    from bertcls.metrics import Decision
+
+    rng = np.random.default_rng(0)
+    gold = rng.random((300, 3)) < [0.5, 0.2, 0.05]
+    # label 0 well calibrated, label 1 underconfident, label 2 overconfident
+    probs = np.clip(gold * [0.4, 0.25, 0.4] + rng.random((300, 3)) * [0.5, 0.3, 0.7], 0, 1)
+    tuned, summary = thresholds.tune(probs, gold.astype(int), Decision(multi_label=True, threshold=0.5), "f1_macro")
+    for label, chosen in enumerate(tuned.threshold):
+        scores = {t: f1_score(gold[:, label], probs[:, label] >= t, zero_division=0) for t in thresholds.CANDIDATES}
+        assert f1_score(gold[:, label], probs[:, label] >= chosen, zero_division=0) == pytest.approx(
+            max(scores.values())
+        )
+    assert summary["tuned"] > summary["at_default"]
+    assert summary["tuned"] == pytest.approx(f1_score(gold, probs >= np.array(tuned.threshold), average="macro"))
