@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
         if data_args.sliding_window and "test" in task.splits:
             windows["test"] = encode_windows(task.splits["test"], tokenizer, data_args)
     labels = task.labels
-    data_args.positive_label = choose_positive_label(labels, data_args.positive_label)
+    data_args.positive_label = labels.positive(data_args.positive_label)  # logged, stored, named in the results
     if trained is None:
         set_labels(config, labels)
         remember_preprocessing(config, data_args, labels)
@@ -153,15 +153,6 @@ def main(argv=None) -> dict:
         outputs.finish_run(out, recipe, name, task, results, findings, history, train is not None, custom_head)
         outputs.print_summary(results, out)
     return results
-
-
-def choose_positive_label(labels, wanted: str | None) -> str | None:
-    """The positive label of a binary task (logged), remembered with the model and named in the results."""
-    positive = labels.positive(wanted)
-    if positive is not None:
-        how = "--positive_label" if wanted is not None else "pass --positive_label to choose another"
-        logger.info("binary precision/recall/F1 are those of the positive label %r (%s)", positive, how)
-    return positive
 
 
 def wanted_splits(training_args) -> tuple[str, ...]:

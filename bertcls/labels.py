@@ -180,4 +180,8 @@ class LabelSpace:
         if len(self.names) != 2 or self.multi_label:
             return None
         chosen = next((n for n in self.names if n.lower() in POSITIVE_NAMES), self.names[1])
+        logger.info(
+            "binary precision/recall/F1 are those of the positive label %r (pass --positive_label to choose another)",
+            chosen,
+        )
         return chosen
