@@ -14,6 +14,7 @@ The output folder (config.json, model.safetensors with the MLM head, tokenizer f
 `python run_classification.py --model_name_or_path OUTPUT_DIR ...` fine-tunes as it is.
 """
 
+import json
 import logging
 import os
 import sys
@@ -188,8 +189,7 @@ def new_config(model_args, data_args, tokenizer):
 
 
 def model_card(model_args, data_args, results: dict, recipe: dict) -> str:
-    import json
-
+    """README.md of the output folder: what the checkpoint is, how to fine-tune it, and the recipe that made it."""
     start = f"continued from `{model_args.model_name_or_path}`" if model_args.model_name_or_path else "from scratch"
     perplexity = results.get("eval_perplexity")
     held_out = f"Held-out perplexity (masked tokens): {perplexity:.2f}." if perplexity else "No held-out text."
