@@ -12,7 +12,8 @@ on the pretrained encoder.
    The recipe reads every split's texts of chnsenticorp, smp2020_ewect_usual, lcqmc, tnews_fewclue and, through
    --from_task, thucnews_titles: texts only, never a label. The test splits' texts are part of it (task-adaptive
    pretraining on all the text at hand, as a user with unlabelled test data can do).
-2. The random baseline: `python -m bertcls.tiny_model` with the same shape, vocabulary and position limit.
+2. The random baseline: the pretrained model's config (architecture, shape, vocabulary, position limit) with
+   random weights.
 3. Fine-tuning: run_classification.main in this process, the same flags for both starting points (below), seeds
    1, 2, 3, scored on each task's whole test split. Pretraining ran without dropout; fine-tuning sets BERT's usual
    0.1 for both starting points (R-Drop needs dropout).
@@ -116,19 +117,15 @@ def pretrain(args) -> dict:
 
 
 def random_model() -> str:
-    """A BERT of the pretrained one's shape with random weights (seeded: the same weights every time)."""
-    with open(os.path.join(PRETRAINED, "config.json")) as f:
-        config = json.load(f)
-    command = [sys.executable, "-m", "bertcls.tiny_model", "--output_dir", RANDOM, "--seed", "0"]
-    command += ["--vocab_file", os.path.join(DATA, "vocab", "vocab.txt")]
-    command += flags(
-        num_layers=config["num_hidden_layers"],
-        hidden_size=config["hidden_size"],
-        num_heads=config["num_attention_heads"],
-        intermediate_size=config["intermediate_size"],
-        max_position_embeddings=config["max_position_embeddings"],
-    )
-    subprocess.run(command, cwd=REPO, check=True, stdout=sys.stderr)
+    """The pretrained model's architecture and shape with random weights (seeded: the same weights every time),
+    saved with the same tokenizer: the only difference between the two starting points is pretraining."""
+    import torch
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(PRETRAINED))
+    model.save_pretrained(RANDOM)
+    AutoTokenizer.from_pretrained(PRETRAINED).save_pretrained(RANDOM)
     return RANDOM
 
 
@@ -190,7 +187,7 @@ def tables(report: dict) -> str:
     p = report["pretraining"]
     lines += [
         "",
-        f"pretraining: {p.get('train_blocks', 0):,} blocks of 128 tokens ({p.get('train_tokens', 0):,} text tokens), "
+        f"pretraining: {p.get('train_blocks', 0):,} blocks of {p.get('train_block_size', '?')} tokens ({p.get('train_tokens', 0):,} text tokens), "
         f"train loss {p.get('train_loss', float('nan')):.3f}, held-out perplexity {p.get('eval_perplexity', 0):.1f}, "
         f"{p.get('train_tokens_per_second', 0):,.0f} tokens/s, {p.get('train_runtime', 0) / 60:.1f} min of training"
         + (" (reused)" if p.get("reused") else ""),

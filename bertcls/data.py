@@ -181,7 +181,12 @@ def read_delimited(path, ext, encoding, sample, data_args, cache_dir) -> tuple[D
 
 # Local files go through the builders' readers (Dataset.from_csv ...), not load_dataset: load_dataset also tells
 # the Hub's download counter about every load (datasets.load.increase_load_count), a network call for a local file.
-READERS = {"csv": Dataset.from_csv, "json": Dataset.from_json, "parquet": Dataset.from_parquet}
+READERS = {
+    "csv": Dataset.from_csv,
+    "json": Dataset.from_json,
+    "parquet": Dataset.from_parquet,
+    "text": Dataset.from_text,  # bertcls.pretrain's plain .txt: one text per line
+}
 
 
 def _load(path: str, builder: str, options: dict, cache_dir) -> Dataset:

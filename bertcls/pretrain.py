@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 
-from transformers import AutoConfig, BertConfig, set_seed
+from transformers import CONFIG_MAPPING, AutoConfig, set_seed
 
 from . import outputs
 from .checkpoints import (
@@ -163,7 +163,7 @@ def load_tokenizer_and_config(model_args, data_args):
 
 
 def new_config(model_args, data_args, tokenizer):
-    """The config of a model from scratch: --config_name's, or a BERT of the size flags' size."""
+    """The config of a model from scratch: --config_name's, or one of --model_type of the size flags' size."""
     if model_args.config_name:
         try:
             config = AutoConfig.from_pretrained(
@@ -174,7 +174,7 @@ def new_config(model_args, data_args, tokenizer):
                 model_args.config_name, "model config", e, fix="pass a folder with config.json to --config_name"
             ) from None
     else:
-        config = BertConfig(
+        config = CONFIG_MAPPING[model_args.model_type](
             vocab_size=len(tokenizer),
             hidden_size=model_args.hidden_size,
             num_hidden_layers=model_args.num_layers,
