@@ -12,6 +12,7 @@ without it a randomly initialised tiny BERT is used and the figures say so.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -88,13 +89,14 @@ def main(argv=None):
     noisy.to_csv(path, sep="\t", index=False, quoting=3)
     out = os.path.join(work, "run")
     start = time.perf_counter()
-    results = run_classification.main(
-        ["--model_name_or_path", model, "--train_file", path, "--text_column", "text_a", "--output_dir", out]
-        + ["--kfold", str(args.folds), "--find_label_issues", "--num_train_epochs", str(args.epochs)]
-        + ["--learning_rate", str(args.learning_rate), "--max_seq_length", str(args.max_seq_length)]
-        + ["--per_device_train_batch_size", str(args.batch_size), "--validation_split_percentage", "0"]
-        + ["--eval_strategy", "no", "--save_strategy", "no", "--seed", str(args.seed)]
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # its summary table would break --json's one object
+        results = run_classification.main(
+            ["--model_name_or_path", model, "--train_file", path, "--text_column", "text_a", "--output_dir", out]
+            + ["--kfold", str(args.folds), "--find_label_issues", "--num_train_epochs", str(args.epochs)]
+            + ["--learning_rate", str(args.learning_rate), "--max_seq_length", str(args.max_seq_length)]
+            + ["--per_device_train_batch_size", str(args.batch_size), "--validation_split_percentage", "0"]
+            + ["--eval_strategy", "no", "--save_strategy", "no", "--seed", str(args.seed)]
+        )
     issues = pd.read_csv(os.path.join(out, "label_issues.csv"))
     report = {
         "model": args.model or "random tiny BERT (2 x 128)",

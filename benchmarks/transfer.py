@@ -24,6 +24,7 @@ wall time and the machine's load average (os.getloadavg) at the start and the en
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -99,15 +100,17 @@ def flags(**values) -> list[str]:
 
 def pretrain(args) -> dict:
     """Run the pretraining recipe in its own process (or reuse a finished run); return its results."""
-    finished = os.path.join(PRETRAINED, "all_results.json")
+    finished = os.path.join(args.encoder, "all_results.json")
     if os.path.isfile(finished) and not args.repretrain:
-        print(f"# reusing the pretrained encoder in {PRETRAINED}", file=sys.stderr)
+        print(f"# reusing the pretrained encoder in {args.encoder}", file=sys.stderr)
         with open(finished) as f:
             return {"reused": True, **json.load(f)}
-    command = [sys.executable, "-m", "bertcls.pretrain", RECIPE, "--output_dir", PRETRAINED]
+    command = [sys.executable, "-m", "bertcls.pretrain", RECIPE, "--output_dir", args.encoder]
     command += ["--overwrite_output_dir", "true", "--disable_tqdm", "true"]
     if args.quick:
         command += ["--max_steps", "60", "--save_steps", "60"]
+    elif args.pretrain_steps:
+        command += ["--max_steps", str(args.pretrain_steps)]
     print("# " + " ".join(command), file=sys.stderr, flush=True)
     start = time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True, stdout=sys.stderr)
@@ -116,16 +119,16 @@ def pretrain(args) -> dict:
         return {"reused": False, "wall_seconds": seconds, **json.load(f)}
 
 
-def random_model() -> str:
+def random_model(encoder: str) -> str:
     """The pretrained model's architecture and shape with random weights (seeded: the same weights every time),
     saved with the same tokenizer: the only difference between the two starting points is pretraining."""
     import torch
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
     torch.manual_seed(0)
-    model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(PRETRAINED))
+    model = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(encoder))
     model.save_pretrained(RANDOM)
-    AutoTokenizer.from_pretrained(PRETRAINED).save_pretrained(RANDOM)
+    AutoTokenizer.from_pretrained(encoder).save_pretrained(RANDOM)
     return RANDOM
 
 
@@ -144,7 +147,8 @@ def fine_tune(model: str, task: str, seed: int, extra: dict, quick: bool) -> dic
         if quick:
             argv += flags(max_predict_samples=300)
         start = time.perf_counter()
-        results = run_classification.main(argv)
+        with contextlib.redirect_stdout(sys.stderr):  # its summary table would break --json's one object
+            results = run_classification.main(argv)
     return {
         "accuracy": results["test_accuracy"],
         "f1_macro": results["test_f1_macro"],
@@ -191,7 +195,7 @@ def tables(report: dict) -> str:
         f"train loss {p.get('train_loss', float('nan')):.3f}, held-out perplexity {p.get('eval_perplexity', 0):.1f}, "
         f"{p.get('train_tokens_per_second', 0):,.0f} tokens/s, {p.get('train_runtime', 0) / 60:.1f} min of training"
         + (" (reused)" if p.get("reused") else ""),
-        f"pretrained encoder: {PRETRAINED}",
+        f"pretrained encoder: {report['pretrained_encoder']}",
         f"wall time {report['wall_seconds'] / 60:.1f} min; load average at start {report['load_start']}, "
         f"at end {report['load_end']}",
     ]
@@ -205,15 +209,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--skip_options", action="store_true", help="Only the transfer table.")
     parser.add_argument("--repretrain", action="store_true", help="Pretrain anew even if a finished run is there.")
+    parser.add_argument(
+        "--pretrain_steps",
+        type=int,
+        help="Pretrain for this many steps instead of the recipe's 3,000, into .cache/transfer/pretrained-STEPS.",
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 60 pretraining steps, 300 rows, 1 epoch.")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds = args.seeds[:1]
+    args.encoder = f"{PRETRAINED}-{args.pretrain_steps}" if args.pretrain_steps else PRETRAINED
     start, load_start = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
 
     report = {"pretraining": pretrain(args), "transfer": {}, "options": []}
-    print(f"pretrained encoder: {PRETRAINED}", file=sys.stderr, flush=True)
-    starts = {"random init": random_model(), "pretrained": PRETRAINED}
+    print(f"pretrained encoder: {args.encoder}", file=sys.stderr, flush=True)
+    starts = {"random init": random_model(args.encoder), "pretrained": args.encoder}
     for task in args.tasks:
         report["transfer"][task] = {}
         for name, model in starts.items():
@@ -227,7 +237,7 @@ def main(argv=None) -> dict:
             continue
         runs = []
         for seed in args.seeds:
-            runs.append(fine_tune(PRETRAINED, task, seed, extra, args.quick))
+            runs.append(fine_tune(args.encoder, task, seed, extra, args.quick))
             print(f"# {task} / {option} / seed {seed}: {runs[-1]}", file=sys.stderr, flush=True)
         report["options"].append({"task": task, "option": option, "flags": extra, "summary": summarize(runs)})
 
@@ -238,7 +248,7 @@ def main(argv=None) -> dict:
         seeds=args.seeds,
         budget=BUDGET,
         tasks=TASKS,
-        pretrained_encoder=PRETRAINED,
+        pretrained_encoder=args.encoder,
     )
     print(json.dumps(report, indent=1, default=str) if args.json else tables(report))
     return report

@@ -65,12 +65,7 @@ class TaskData:
 
 def read_file(path: str, data_args, cache_dir: str | None = None) -> tuple[Dataset, Source]:
     """Read one data file into a Dataset with the file's own columns."""
-    if not os.path.isfile(path):
-        raise UserError(
-            f"data file not found: {path}",
-            fix="check the path: relative paths on the command line start in the current folder, in a recipe at "
-            "the recipe's folder",
-        )
+    require_file(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (*DELIMITERS, ".json", ".jsonl", ".parquet"):
         raise UserError(f"{path}: unsupported file type {ext or '(none)'!r}", fix=f"use {SUPPORTED}")
@@ -84,6 +79,15 @@ def read_file(path: str, data_args, cache_dir: str | None = None) -> tuple[Datas
         first_line = 1 if (ext == ".jsonl" or sample.lstrip()[:1] == "{") else None
         return _non_empty(ds, path), Source(path, first_line)
     return read_delimited(path, ext, encoding, sample, data_args, cache_dir)
+
+
+def require_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise UserError(
+            f"data file not found: {path}",
+            fix="check the path: relative paths on the command line start in the current folder, in a recipe at "
+            "the recipe's folder",
+        )
 
 
 def sniff_encoding(path: str, encoding: str) -> tuple[str, str]:

@@ -13,7 +13,6 @@ leaves less than one block of tokens over, which is not used; the count is logge
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -22,7 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
-from .data import SPLIT_FILE_ARGS, Source, _load, check_columns, read_file, read_hub_dataset, sniff_encoding
+from .data import (
+    SPLIT_FILE_ARGS,
+    Source,
+    _load,
+    check_columns,
+    read_file,
+    read_hub_dataset,
+    require_file,
+    sniff_encoding,
+)
 from .errors import UserError
 from .recipes import parse_args
 from .tokenization import TokenStats, report
@@ -67,10 +75,7 @@ def read_text_file(path: str, data_args, cache_dir=None) -> tuple[Dataset, str]:
 
 def _read_lines(path: str, encoding: str, cache_dir) -> Dataset:
     # read_file's checks first (missing file, encoding, empty file), then the `text` builder: one row per line.
-    if not os.path.isfile(path):
-        raise UserError(
-            f"data file not found: {path}", fix="check the path (relative paths start in the current folder)"
-        )
+    require_file(path)
     encoding, sample = sniff_encoding(path, encoding)
     if not sample.strip():
         raise UserError(f"data file is empty: {path}", fix="point to the file that holds the text")
