@@ -266,14 +266,19 @@ def check_vocabulary(tokenizer: PreTrainedTokenizerBase, config, name: str) -> N
 
 @contextmanager
 def _quiet_load_report():
-    """transformers prints a table of every missing/unexpected tensor; load_pretrained logs one line instead."""
-    log = logging.getLogger("transformers.modeling_utils")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    """transformers prints a table of every missing/unexpected tensor; load_pretrained logs one line instead.
+    Raising that logger to ERROR makes transformers 5.24 run a tensor-parallel plan check that warns about every
+    layer of a model loaded without tensor parallelism ("The following layers were not sharded: ..."): nothing is
+    wrong, so that logger is quieted too."""
+    logs = [logging.getLogger(n) for n in ("transformers.modeling_utils", "transformers.distributed.tensor_parallel")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 def from_pretrained(model_class, name: str, **options):

@@ -36,6 +36,19 @@ class GracefulInterrupt(TrainerCallback):
             signal.signal(sig, handler)
         self._previous = {}
 
+    def exit_if_stopped(self, output_dir: str) -> None:
+        """After trainer.train(): a run stopped by a signal has saved a checkpoint and no final model or results;
+        say how to continue it and exit with 130."""
+        if self.stopped_at_step is None:
+            return
+        logger.warning(
+            "interrupted at step %d; checkpoint saved in %s. Continue with the same command plus "
+            "--resume_from_checkpoint auto",
+            self.stopped_at_step,
+            output_dir,
+        )
+        sys.exit(INTERRUPTED_EXIT_CODE)
+
     def _handle(self, signum, frame):
         if self.requested:  # second signal: the user means it
             self.uninstall()

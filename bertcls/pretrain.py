@@ -30,7 +30,7 @@ from .checkpoints import (
     position_limit,
 )
 from .errors import UserError, exit_on_user_error, load_error
-from .interrupt import INTERRUPTED_EXIT_CODE, GracefulInterrupt
+from .interrupt import GracefulInterrupt
 from .logs import setup_logging
 from .pretrain_args import PretrainDataArguments, PretrainingArguments, PretrainModelArguments, check_arguments
 from .pretrain_data import make_blocks, read_texts
@@ -92,14 +92,7 @@ def main(argv=None) -> dict:
             train_result = trainer.train(resume_from_checkpoint=resume_from)
         finally:
             interrupt.uninstall()
-        if interrupt.stopped_at_step is not None:
-            logger.warning(
-                "interrupted at step %d; checkpoint saved in %s. Continue with the same command plus "
-                "--resume_from_checkpoint auto",
-                interrupt.stopped_at_step,
-                out,
-            )
-            sys.exit(INTERRUPTED_EXIT_CODE)
+        interrupt.exit_if_stopped(out)
         tokenizer.model_max_length = position_limit(config) or tokenizer.model_max_length
         trainer.save_model()  # model with its MLM head, and the tokenizer; main process only
         metrics = dict(train_result.metrics)

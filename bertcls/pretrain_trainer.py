@@ -18,7 +18,6 @@ tokens only, and perplexity on the held-out blocks.
 
 import logging
 import math
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -58,8 +57,7 @@ def load_mlm_model(model_args, config, seed: int):
         "trust_remote_code": model_args.trust_remote_code,
     }
     try:
-        with _quiet_tensor_parallel_check():
-            model, info = from_pretrained(AutoModelForMaskedLM, name, config=config, **options)
+        model, info = from_pretrained(AutoModelForMaskedLM, name, config=config, **options)
     except ValueError as e:
         if "Unrecognized configuration class" in str(e):
             raise _no_mlm_error(name, config) from None
@@ -85,20 +83,6 @@ def load_mlm_model(model_args, config, seed: int):
         f" ({', '.join(unused[:4])}{', ...' if len(unused) > 4 else ''})" if unused else "",
     )
     return model
-
-
-@contextmanager
-def _quiet_tensor_parallel_check():
-    """checkpoints.from_pretrained quiets transformers' load report by raising its logger to ERROR, which in
-    transformers 5.24 switches on a tensor-parallel plan check that warns about every layer of a model loaded
-    without tensor parallelism ("The following layers were not sharded: ..."). Nothing is wrong: keep it quiet."""
-    log = logging.getLogger("transformers.distributed.tensor_parallel")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def _from_config(config):

@@ -26,7 +26,6 @@
 import json
 import logging
 import os
-import sys
 
 import numpy as np
 import torch
@@ -45,7 +44,6 @@ from .adversarial import FGM
 from .classifier import trained_labels
 from .errors import UserError
 from .files import write_json
-from .interrupt import INTERRUPTED_EXIT_CODE
 from .losses import ClassificationLoss, build_loss
 from .metrics import probabilities
 from .optim import parameter_groups
@@ -311,14 +309,7 @@ def train_and_save(trainer: Trainer, train, resume_from: str | None, interrupt) 
             metrics = trainer.train(resume_from_checkpoint=resume_from).metrics
         finally:
             interrupt.uninstall()
-        if interrupt.stopped_at_step is not None:  # a checkpoint is saved; no model or results pretend to be final
-            logger.warning(
-                "interrupted at step %d; checkpoint saved in %s. Continue with the same command plus "
-                "--resume_from_checkpoint auto",
-                interrupt.stopped_at_step,
-                out,
-            )
-            sys.exit(INTERRUPTED_EXIT_CODE)
+        interrupt.exit_if_stopped(out)
     trainer.save_model()  # unwrapped model + tokenizer (the best under early stopping), main process only
     if trainer.is_world_process_zero():
         trainer.state.save_to_json(os.path.join(out, "trainer_state.json"))
