@@ -10,14 +10,16 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import launch_command_parser
 
+from bertcls import pretrain
 from bertcls.arguments import PATH_FIELDS
 from bertcls.data import load_task_data
-from bertcls.recipes import parse_args, read_recipe, resolve_path
+from bertcls.recipes import DATACLASSES, parse_args, read_recipe, resolve_path
 
 from .conftest import REPO
 
 RECIPES_DIR = REPO / "recipes"
 ACCELERATE_DIR = RECIPES_DIR / "accelerate"
+PRETRAIN_DIR = RECIPES_DIR / "pretrain"  # bertcls.pretrain's recipes: its own flags
 RECIPES = sorted(
     p for p in RECIPES_DIR.rglob("*") if p.suffix in (".json", ".yaml", ".yml") and ACCELERATE_DIR not in p.parents
 )
@@ -40,29 +42,35 @@ def test_the_expected_files_are_there():
         "multi_node.yaml",
         "deepspeed_zero2.yaml",
     }
-    assert set(ids(RECIPES)) == {"demo.json"} | {f"{task}/chinese-bert-wwm-ext.json" for task in LAYOUTS}
+    assert set(ids(RECIPES)) == {
+        "demo.json",
+        "pretrain/shared-data-tiny.json",
+        "pretrain/thucnews-titles-task.json",
+    } | {f"{task}/chinese-bert-wwm-ext.json" for task in LAYOUTS}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=ids(RECIPES))
 def test_recipe_parses_and_names_files_that_exist(recipe):
-    parse_args([str(recipe)])  # unknown keys and wrong types raise UserError
+    # unknown keys and wrong types raise UserError
+    pretraining = PRETRAIN_DIR in recipe.parents and not recipe.name.endswith("-task.json")  # -task: for --from_task
+    parse_args([str(recipe)], dataclass_types=pretrain.DATACLASSES if pretraining else DATACLASSES)
     raw = read_recipe(str(recipe))
     for key, kind in PATH_FIELDS.items():
-        if raw.get(key) is None:
-            continue
-        path = resolve_path(raw[key], str(recipe.parent), hub_ok=kind == "file_or_hub")
-        if path == raw[key] and kind == "file_or_hub" and not raw[key].startswith("."):
-            continue  # a Hub id
-        path = Path(path)
-        if path.exists():
-            continue
-        if DATA in path.parents:
-            documented = str(path.relative_to(REPO))
-            assert f"`{documented}`" in README, (
-                f"{recipe.relative_to(REPO)}: {key} {documented} is not in recipes/README.md"
-            )
-        else:
-            assert path in BUILT, f"{recipe.relative_to(REPO)}: {key} names {path}, which does not exist"
+        values = raw.get(key)
+        for value in values if isinstance(values, list) else [] if values is None else [values]:
+            path = resolve_path(value, str(recipe.parent), hub_ok=kind == "file_or_hub")
+            if path == value and kind == "file_or_hub" and not value.startswith("."):
+                continue  # a Hub id
+            path = Path(path)
+            if path.exists():
+                continue
+            if DATA in path.parents:
+                documented = str(path.relative_to(REPO))
+                assert f"`{documented}`" in README, (
+                    f"{recipe.relative_to(REPO)}: {key} {documented} is not in recipes/README.md"
+                )
+            else:
+                assert path in BUILT, f"{recipe.relative_to(REPO)}: {key} names {path}, which does not exist"
 
 
 @pytest.mark.parametrize("config", ACCELERATE_CONFIGS, ids=ids(ACCELERATE_CONFIGS))
