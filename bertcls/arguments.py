@@ -24,6 +24,9 @@ PATH_FIELDS = {
     "train_file": "file",
     "validation_file": "file",
     "test_file": "file",
+    # bertcls.pretrain's own path fields (its recipes are parsed by the same code)
+    "from_task": "file",
+    "config_name": "file_or_hub",
 }
 
 

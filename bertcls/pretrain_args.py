@@ -12,14 +12,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
-from .arguments import PATH_FIELDS, distributed_accelerator_available, launched_processes
+from .arguments import distributed_accelerator_available, launched_processes
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
-
-# Recipe values of these keys are paths relative to the recipe file, like run_classification's path fields.
-PATH_FIELDS.setdefault("from_task", "file")
-PATH_FIELDS.setdefault("config_name", "file_or_hub")
 
 
 @dataclass
