@@ -43,7 +43,7 @@ from measure import (
     use_repo_package,
     write_result,
 )
-from scale import MemorySampler
+from scale import Stages
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -80,30 +80,11 @@ def pipeline(args) -> dict:
     from bertcls.pretrain_trainer import MaskedLMTrainer, load_mlm_model
 
     datasets.disable_progress_bars()
-    memory = MemorySampler()
-    memory.start()
-    stages = []
+    timer = Stages()
+    stages = timer.stages
 
     def stage(name: str, rows: int, run, unit="lines"):
-        memory.reset()
-        start = time.perf_counter()
-        value = run()
-        seconds = time.perf_counter() - start
-        peak = dict(memory.peak)
-        stages.append(
-            {
-                "stage": name,
-                "rows": rows,
-                "unit": unit,
-                "seconds": seconds,
-                "rows_per_s": rows / seconds,
-                "peak_rss_mb": peak["VmRSS"],
-                "peak_anon_mb": peak["RssAnon"],
-                "peak_file_mb": peak["RssFile"],
-            }
-        )
-        print(f"[{name}] {rows:,} {unit} in {seconds:.1f} s, peak RSS {peak['VmRSS']:,.0f} MB", file=sys.stderr)
-        return value
+        return timer.run(name, rows, run, unit)
 
     path = os.path.join(work, "lines.txt")
     try:

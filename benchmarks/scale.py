@@ -57,6 +57,36 @@ class MemorySampler(threading.Thread):
             time.sleep(self.interval)
 
 
+class Stages:
+    """Each stage's time and peak memory (read by a MemorySampler thread), kept in `stages` and printed."""
+
+    def __init__(self):
+        self.memory = MemorySampler()
+        self.memory.start()
+        self.stages: list[dict] = []
+
+    def run(self, name: str, rows: int, work, unit: str = "rows"):
+        self.memory.reset()
+        start = time.perf_counter()
+        value = work()
+        seconds = time.perf_counter() - start
+        peak = dict(self.memory.peak)
+        self.stages.append(
+            {
+                "stage": name,
+                "rows": rows,
+                "unit": unit,
+                "seconds": seconds,
+                "rows_per_s": rows / seconds,
+                "peak_rss_mb": peak["VmRSS"],
+                "peak_anon_mb": peak["RssAnon"],
+                "peak_file_mb": peak["RssFile"],
+            }
+        )
+        print(f"[{name}] {rows:,} {unit} in {seconds:.1f} s, peak RSS {peak['VmRSS']:,.0f} MB", file=sys.stderr)
+        return value
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -88,29 +118,8 @@ def main(argv=None) -> list[dict]:
     from bertcls.trainer import ClassificationTrainer, make_data_collator
 
     datasets.disable_progress_bars()
-    memory = MemorySampler()
-    memory.start()
-    stages = []
-
-    def stage(name: str, rows: int, run):
-        memory.reset()
-        start = time.perf_counter()
-        value = run()
-        seconds = time.perf_counter() - start
-        peak = dict(memory.peak)
-        stages.append(
-            {
-                "stage": name,
-                "rows": rows,
-                "seconds": seconds,
-                "rows_per_s": rows / seconds,
-                "peak_rss_mb": peak["VmRSS"],
-                "peak_anon_mb": peak["RssAnon"],
-                "peak_file_mb": peak["RssFile"],
-            }
-        )
-        print(f"[{name}] {rows:,} rows in {seconds:.1f} s, peak RSS {peak['VmRSS']:,.0f} MB", file=sys.stderr)
-        return value
+    timer = Stages()
+    stage, stages = timer.run, timer.stages
 
     path = os.path.join(work, "rows.tsv")
     try:

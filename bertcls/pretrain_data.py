@@ -226,18 +226,24 @@ def word_starts(text: str, offsets) -> list[int]:
     return first.tolist()
 
 
-def tokenize_texts(texts: Dataset, tokenizer, words: bool, split: str, num_proc=None, load_from_cache=True):
-    """Tokenized texts (`input_ids`, and `word_start` with `words`) and their TokenStats (logged, with the [UNK]
-    warning run_classification.py gives)."""
+def token_features(words: bool) -> Features:
+    """The schema of tokenized texts and of packed blocks: int32 token ids, and with `words` an int8 flag per
+    token that starts a word (whole-word masking)."""
     features = {"input_ids": List(Value("int32"))}
     if words:
         features["word_start"] = List(Value("int8"))
+    return Features(features)
+
+
+def tokenize_texts(texts: Dataset, tokenizer, words: bool, split: str, num_proc=None, load_from_cache=True):
+    """Tokenized texts (`input_ids`, and `word_start` with `words`) and their TokenStats (logged, with the [UNK]
+    warning run_classification.py gives)."""
     tokenized = texts.map(
         TextEncoder(tokenizer, words),
         batched=True,
         num_proc=num_proc,
         remove_columns=texts.column_names,
-        features=Features(features),
+        features=token_features(words),
         load_from_cache_file=load_from_cache,
         desc=f"Tokenizing {split}{' and finding words (jieba)' if words else ''}",
     )
@@ -321,16 +327,13 @@ class PackStats:
 def pack_blocks(tokenized: Dataset, tokenizer, block_size: int, split: str, num_proc=None, load_from_cache=True):
     """Blocks of exactly `block_size` tokens from tokenized texts, and what packing did (logged)."""
     packer = Packer(block_size, tokenizer.cls_token_id, tokenizer.sep_token_id)
-    features = {"input_ids": List(Value("int32"))}
-    if "word_start" in tokenized.column_names:
-        features["word_start"] = List(Value("int8"))
     blocks = tokenized.with_format("arrow").map(
         packer,
         batched=True,
         batch_size=PACK_BATCH_TEXTS,
         num_proc=num_proc,
         remove_columns=tokenized.column_names,
-        features=Features(features),
+        features=token_features("word_start" in tokenized.column_names),
         load_from_cache_file=load_from_cache,
         desc=f"Packing {split} into blocks of {block_size}",
     )
