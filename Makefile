@@ -35,7 +35,7 @@ style:
 	ruff format .
 
 demo: $(INSTALLED)
-	$(PYTHON) -m bertcls.tiny_model --output_dir $(DEMO_MODEL) --vocab_from_files bertcls/demo/train.tsv bertcls/demo/validation.tsv bertcls/demo/test.tsv
+	$(PYTHON) -m bertcls tiny-model --output_dir $(DEMO_MODEL) --vocab_from_files bertcls/demo/train.tsv bertcls/demo/validation.tsv bertcls/demo/test.tsv
 	$(PYTHON) run_classification.py recipes/demo.json
 
 # The quick comparison with the classic loop (about 1.5 minutes on 2 CPU cores); README "Performance" has the rest.

@@ -16,19 +16,20 @@ import sys
 
 from transformers import set_seed
 
-from bertcls import hpsearch, outputs, thresholds
-from bertcls.checkpoints import check_vocabulary, load_config, load_tokenizer
-from bertcls.classifier import TrainedClassifier, remember_preprocessing
-from bertcls.data import load_task_data
+from bertcls.config.recipes import given_fields, parse_args, recipe_of
+from bertcls.data.loading import load_task_data
+from bertcls.data.tokenization import check_settings, encode_windows, tokenize_splits
 from bertcls.errors import exit_on_user_error
-from bertcls.interrupt import GracefulInterrupt
-from bertcls.kfold import run_kfold
+from bertcls.evaluation import outputs, thresholds
+from bertcls.evaluation.metrics import ComputeMetrics, Decision, load_extra_metrics, probabilities
 from bertcls.logs import setup_logging
-from bertcls.metrics import ComputeMetrics, Decision, load_extra_metrics, probabilities
-from bertcls.modeling import HEAD_KEY, configure_head, load_model, set_labels
-from bertcls.recipes import given_fields, parse_args, recipe_of
-from bertcls.tokenization import check_settings, encode_windows, tokenize_splits
-from bertcls.trainer import build_trainer, check_evaluation, predict_split, train_and_save
+from bertcls.model.checkpoints import check_vocabulary, load_config, load_tokenizer
+from bertcls.model.classifier import TrainedClassifier, remember_preprocessing
+from bertcls.model.heads import HEAD_KEY, configure_head, load_model, set_labels
+from bertcls.training import hpsearch
+from bertcls.training.interrupt import GracefulInterrupt
+from bertcls.training.kfold import run_kfold
+from bertcls.training.trainer import build_trainer, check_evaluation, predict_split, train_and_save
 
 logger = logging.getLogger("run_classification")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The bertcls side of the benchmark: the product path, with its defaults, instrumented but not changed.
 
-Arguments go through bertcls.recipes.parse_args like run_classification.py's, so every default is the product's
+Arguments go through bertcls.config.recipes.parse_args like run_classification.py's, so every default is the product's
 (length-grouped batches, dynamic padding, fused AdamW, ...). Extra flags after `--` are passed on as they are
 (`-- --optim adamw_torch`, `-- --bf16 true --torch_compile true`): that is how run.py turns one knob at a time.
 What differs from a real run: no evaluation or checkpoints during training (the baseline has none either), no
@@ -10,7 +10,7 @@ below only counts the tokens of each batch; the timing callback only reads the c
 
 Predict is timed three ways on the first --predict_rows training rows: `predict_in_order` (what
 run_classification.py does for the test split: rows sorted longest first), the same Trainer without sorting, and
-bertcls.predict.predict_logits (the `python -m bertcls.predict` path).
+bertcls.shipping.predict.predict_logits (the `python -m bertcls predict` path).
 """
 
 import argparse
@@ -45,7 +45,7 @@ def main(argv=None) -> dict:
         nargs="*",
         default=["sorted", "cli"],
         choices=PREDICT_WAYS,
-        help="sorted: predict_in_order; unsorted: Trainer.predict in row order; cli: bertcls.predict.predict_logits",
+        help="sorted: predict_in_order; unsorted: Trainer.predict in row order; cli: bertcls.shipping.predict.predict_logits",
     )
     args = parser.parse_args(argv)
     set_threads(args.threads)
@@ -54,14 +54,14 @@ def main(argv=None) -> dict:
     import torch
     from transformers import TrainerCallback, set_seed
 
-    from bertcls.checkpoints import load_config, load_tokenizer
-    from bertcls.classifier import TorchBackend, TrainedClassifier, remember_preprocessing
-    from bertcls.data import load_task_data
-    from bertcls.metrics import ComputeMetrics
-    from bertcls.modeling import load_model, set_labels
-    from bertcls.recipes import parse_args
-    from bertcls.tokenization import check_settings, tokenize_splits
-    from bertcls.trainer import ClassificationTrainer, make_data_collator, predict_in_order
+    from bertcls.config.recipes import parse_args
+    from bertcls.data.loading import load_task_data
+    from bertcls.data.tokenization import check_settings, tokenize_splits
+    from bertcls.evaluation.metrics import ComputeMetrics
+    from bertcls.model.checkpoints import load_config, load_tokenizer
+    from bertcls.model.classifier import TorchBackend, TrainedClassifier, remember_preprocessing
+    from bertcls.model.heads import load_model, set_labels
+    from bertcls.training.trainer import ClassificationTrainer, make_data_collator, predict_in_order
 
     class MeasuredTrainer(ClassificationTrainer):
         """ClassificationTrainer that also records each batch's attention_mask (for real tokens/s)."""
@@ -167,7 +167,7 @@ def main(argv=None) -> dict:
             result["predict_accuracy"] = metrics["test_accuracy"]
         elif way == "unsorted":
             trainer.predict(predict_set)
-        else:  # what `python -m bertcls.predict` runs
+        else:  # what `python -m bertcls predict` runs
             backend = TorchBackend(trainer.model, str(trainer.model.device))
             classifier = TrainedClassifier(output_dir, trainer.model.config, tokenizer, backend)
             classifier.logits(predict_set, rows, data_args, args.predict_batch_size)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Inference speed of the shipped forms of a model, side by side in one run: torch fp32 (and bf16 where the CPU
-has bf16 instructions), ONNX fp32 and ONNX int8 (bertcls.export --optimize, with and without --quantize int8),
-and the HTTP server (bertcls.serve) under 1 and 16 concurrent clients.
+has bf16 instructions), ONNX fp32 and ONNX int8 (bertcls.shipping.export --optimize, with and without --quantize int8),
+and the HTTP server (bertcls.shipping.serve) under 1 and 16 concurrent clients.
 
     python benchmarks/inference.py                      # base-sized and tiny model, 2 threads (README's table)
     python benchmarks/inference.py --json               # the same as one JSON object
@@ -11,10 +11,10 @@ For each size (base: 12 layers x 768, tiny: 2 x 128; random weights, the real 21
 is first "fine-tuned" for one step by run_classification.py so it is a real fine-tuned folder (speed does not
 depend on the weights), then exported. On the first --rows texts of ChnSentiCorp's test file, tokenized once:
 
-- rows/s at batch 32: TrainedClassifier.logits over every row, longest first (as bertcls.predict runs), timed
+- rows/s at batch 32: TrainedClassifier.logits over every row, longest first (as bertcls.shipping.predict runs), timed
   without tokenization; the backends take turns in --repeat rounds and the median round counts;
 - latency at batch 1: predict_texts on one text at a time (tokenization included), p50 and p95;
-- the server: bertcls.serve on the --server_backend folder, each client sending one text per request, one
+- the server: bertcls.shipping.serve on the --server_backend folder, each client sending one text per request, one
   request after the other: requests/s and p50/p95 latency, with 1 and 16 clients (client threads in this
   process, on the same cores as the server).
 
@@ -73,7 +73,7 @@ def fine_tuned_folder(size: str, max_seq_length: int, threads: int) -> str:
 
 
 def export_folder(run: str, name: str, flags: list[str], threads: int, check_file: str, check_rows: int) -> dict:
-    from bertcls import export
+    from bertcls.shipping import export
 
     out = os.path.join(os.path.dirname(run), f"{os.path.basename(run)}-{name}")
     argv = ["--model_name_or_path", run, "--output_dir", out, "--overwrite_output_dir", "true"]
@@ -121,7 +121,7 @@ def offline(classifiers: dict, rows, data_args, latency_texts: list[str], repeat
 
 
 def start_server(folder: str, threads: int):
-    command = [sys.executable, "-m", "bertcls.serve", "--model_name_or_path", folder, "--port", "0"]
+    command = [sys.executable, "-m", "bertcls", "serve", "--model_name_or_path", folder, "--port", "0"]
     command += ["--threads", str(threads), "--max_batch_size", "32", "--max_wait_ms", "5"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": REPO}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
@@ -170,8 +170,8 @@ def load_server(url: str, texts: list[str], clients: int, requests: int) -> dict
 def measure_size(size: str, args, texts: list[str]) -> dict:
     import torch
 
-    from bertcls.classifier import TorchBackend, TrainedClassifier
-    from bertcls.data import read_file, standardize
+    from bertcls.data.loading import read_file, standardize
+    from bertcls.model.classifier import TorchBackend, TrainedClassifier
 
     torch.set_num_threads(args.threads)
     run = fine_tuned_folder(size, args.max_seq_length, args.threads)
@@ -250,7 +250,7 @@ def accuracy(epochs: float, threads: int) -> dict:
     if not os.path.isfile(os.path.join(folder, "all_results.json")):
         mini = os.path.join(REPO, ".cache", "bench-models", "mini")
         if not os.path.isfile(os.path.join(mini, "model.safetensors")):
-            command = [sys.executable, "-m", "bertcls.tiny_model", "--output_dir", mini, "--vocab_file", VOCAB]
+            command = [sys.executable, "-m", "bertcls", "tiny-model", "--output_dir", mini, "--vocab_file", VOCAB]
             command += ["--hidden_size", "32", "--num_heads", "2", "--intermediate_size", "64"]
             subprocess.run(command, cwd=REPO, check=True, stdout=sys.stderr)
         argv = ["--model_name_or_path", mini, "--train_file", f"{CHNSENTICORP}/train.tsv"]

@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import run_classification  # noqa: E402
-from bertcls.tiny_model import TinyModelArguments, make_tiny_bert  # noqa: E402
+from bertcls.model.tiny import TinyModelArguments, make_tiny_bert  # noqa: E402
 
 DATA = os.environ.get("BERTCLS_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
 

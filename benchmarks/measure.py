@@ -32,7 +32,7 @@ def build_model(size: str, vocab: str = VOCAB, env: dict | None = None) -> str:
     layers, hidden, heads, ffn = MODEL_SIZES[size]
     folder = os.path.join(REPO, ".cache", "bench-models", size)
     if not os.path.isfile(os.path.join(folder, "model.safetensors")):
-        command = [sys.executable, "-m", "bertcls.tiny_model", "--output_dir", folder, "--vocab_file", vocab]
+        command = [sys.executable, "-m", "bertcls", "tiny-model", "--output_dir", folder, "--vocab_file", vocab]
         command += ["--num_layers", str(layers), "--hidden_size", str(hidden), "--num_heads", str(heads)]
         command += ["--intermediate_size", str(ffn)]
         subprocess.run(command, cwd=REPO, check=True, env=env, stdout=sys.stderr)

@@ -7,7 +7,7 @@
     python benchmarks/pretrain_scale.py throughput --model_size small --json
 
 pipeline: ChnSentiCorp's training reviews repeated to --lines lines of plain text in a temporary .txt file (never
-in the repository), through the product's own code: bertcls.pretrain_data.read_texts (the datasets `text` builder:
+in the repository), through the product's own code: bertcls.pretrain.data.read_texts (the datasets `text` builder:
 memory-mapped Arrow), tokenize_texts and pack_blocks (Arrow again), then --batches batches drawn from the
 MaskedLMTrainer's training DataLoader through BlockMaskingCollator (dynamic masking). A background thread samples
 /proc/self/status for each stage's peak resident memory, split into anonymous memory and file-backed pages
@@ -73,11 +73,11 @@ def pipeline(args) -> dict:
 
     import datasets
 
-    from bertcls.checkpoints import load_tokenizer
-    from bertcls.pretrain_args import PretrainDataArguments, PretrainingArguments, PretrainModelArguments
-    from bertcls.pretrain_data import pack_blocks, read_texts, tokenize_texts
-    from bertcls.pretrain_masking import BlockMaskingCollator
-    from bertcls.pretrain_trainer import MaskedLMTrainer, load_mlm_model
+    from bertcls.model.checkpoints import load_tokenizer
+    from bertcls.pretrain.args import PretrainDataArguments, PretrainingArguments, PretrainModelArguments
+    from bertcls.pretrain.data import pack_blocks, read_texts, tokenize_texts
+    from bertcls.pretrain.masking import BlockMaskingCollator
+    from bertcls.pretrain.trainer import MaskedLMTrainer, load_mlm_model
 
     datasets.disable_progress_bars()
     timer = Stages()
@@ -197,8 +197,8 @@ def pretrain_child(args) -> dict:
     use_repo_package()
     from transformers import TrainerCallback
 
-    from bertcls import pretrain as tool
-    from bertcls.pretrain_trainer import MaskedLMTrainer
+    from bertcls.pretrain import run as tool
+    from bertcls.pretrain.trainer import MaskedLMTrainer
 
     window = StepWindow(args.warmup, args.steps)
     tokens = TokenCounter()

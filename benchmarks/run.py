@@ -9,7 +9,7 @@
 
 Each side runs in its own fresh Python process (classic_loop.py, bertcls_side.py), so peak memory is per process
 and neither shares caches or allocator state with the other. The model is a randomly initialised BERT with the
-real bert-base-chinese vocabulary, built once by bertcls.tiny_model (speed does not depend on the weights).
+real bert-base-chinese vocabulary, built once by bertcls.model.tiny (speed does not depend on the weights).
 What is timed is explained in measure.py.
 """
 
@@ -51,7 +51,7 @@ METRICS = [  # key, label, format
     ("tokenize_rows_per_s", "load + tokenize rows/s", "{:,.0f}"),
     ("predict_rows_per_s", "predict rows/s", "{:,.1f}"),
     ("predict_rows_per_cpu_s", "predict rows per CPU-second", "{:,.1f}"),
-    ("predict_cli_rows_per_s", "predict rows/s, bertcls.predict", "{:,.1f}"),
+    ("predict_cli_rows_per_s", "predict rows/s, bertcls.shipping.predict", "{:,.1f}"),
     ("predict_unsorted_rows_per_s", "predict rows/s, unsorted", "{:,.1f}"),
     ("mfu", "useful-token MFU", "{:.1%}"),
 ]
@@ -214,7 +214,7 @@ def summary(runs: dict, args, model: str) -> dict:
         out["knobs"]["predict unsorted (Trainer.predict in row order)"] = {
             "predict_rows_per_s": ratio(ours.get("predict_unsorted_rows_per_s"), ours["predict_rows_per_s"])
         }
-        out["knobs"]["predict with bertcls.predict (inference_mode, own loop)"] = {
+        out["knobs"]["predict with bertcls.shipping.predict (inference_mode, own loop)"] = {
             "predict_rows_per_s": ratio(ours.get("predict_cli_rows_per_s"), ours["predict_rows_per_s"])
         }
     return out

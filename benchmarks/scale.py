@@ -5,8 +5,8 @@
     python benchmarks/scale.py --rows 100000      # a quick look
 
 The rows are written to a temporary file (never into the repository), then go through the product's own code:
-bertcls.data.load_task_data (datasets reads the file into a memory-mapped Arrow cache, standardize checks every
-row), bertcls.tokenization.tokenize_splits (Arrow again, no padding), the ClassificationTrainer's training
+bertcls.data.loading.load_task_data (datasets reads the file into a memory-mapped Arrow cache, standardize checks every
+row), bertcls.data.tokenization.tokenize_splits (Arrow again, no padding), the ClassificationTrainer's training
 DataLoader (LengthGroupedSampler over the precomputed `length` column) and DataCollatorWithPadding for
 --batches batches. No padded tensor of all rows is ever built. A background thread samples /proc/self/status to
 report each stage's peak resident memory, split into anonymous memory (the process's own) and file-backed pages
@@ -111,11 +111,11 @@ def main(argv=None) -> list[dict]:
     import datasets
     from transformers import AutoModelForSequenceClassification
 
-    from bertcls.arguments import ClassificationTrainingArguments, DataArguments
-    from bertcls.checkpoints import load_tokenizer
-    from bertcls.data import load_task_data
-    from bertcls.tokenization import tokenize_splits
-    from bertcls.trainer import ClassificationTrainer, make_data_collator
+    from bertcls.config.arguments import ClassificationTrainingArguments, DataArguments
+    from bertcls.data.loading import load_task_data
+    from bertcls.data.tokenization import tokenize_splits
+    from bertcls.model.checkpoints import load_tokenizer
+    from bertcls.training.trainer import ClassificationTrainer, make_data_collator
 
     datasets.disable_progress_bars()
     timer = Stages()

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Transfer from our own pretraining: the same small BERT fine-tuned from random weights and from weights
-pretrained with bertcls.pretrain on the Chinese text in ../shared/data; then the training options, one at a time,
+pretrained with bertcls.pretrain.run on the Chinese text in ../shared/data; then the training options, one at a time,
 on the pretrained encoder.
 
     python benchmarks/transfer.py                # everything, markdown tables (about 45 minutes on 2 quiet cores)
     python benchmarks/transfer.py --json         # one JSON object instead
     python benchmarks/transfer.py --quick        # 1 seed, fewer rows and steps: checks that it all runs
 
-1. Pretraining: `python -m bertcls.pretrain recipes/pretrain/shared-data-tiny.json` in its own process, into
+1. Pretraining: `python -m bertcls pretrain recipes/pretrain/shared-data-tiny.json` in its own process, into
    .cache/transfer/pretrained (git-ignored; reused when it holds a finished run, --repretrain makes it anew).
    The recipe reads every split's texts of chnsenticorp, smp2020_ewect_usual, lcqmc, tnews_fewclue and, through
    --from_task, thucnews_titles: texts only, never a label. The test splits' texts are part of it (task-adaptive
@@ -105,7 +105,7 @@ def pretrain(args) -> dict:
         print(f"# reusing the pretrained encoder in {args.encoder}", file=sys.stderr)
         with open(finished) as f:
             return {"reused": True, **json.load(f)}
-    command = [sys.executable, "-m", "bertcls.pretrain", RECIPE, "--output_dir", args.encoder]
+    command = [sys.executable, "-m", "bertcls", "pretrain", RECIPE, "--output_dir", args.encoder]
     command += ["--overwrite_output_dir", "true", "--disable_tqdm", "true"]
     if args.quick:
         command += ["--max_steps", "60", "--save_steps", "60"]

@@ -38,7 +38,7 @@ def debug_enabled() -> bool:
 
 def exit_on_user_error(main):
     """Decorator for CLI entry points: a UserError becomes `error: ...` on stderr and exit status 2; Ctrl-C outside
-    training (where bertcls.interrupt saves a checkpoint first) becomes one line and exit status 130."""
+    training (where bertcls.training.interrupt saves a checkpoint first) becomes one line and exit status 130."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):

@@ -35,7 +35,7 @@ def shared(*parts) -> str:
 
 
 def make_tiny(path: Path, **overrides) -> str:
-    from bertcls.tiny_model import TinyModelArguments, make_tiny_bert
+    from bertcls.model.tiny import TinyModelArguments, make_tiny_bert
 
     settings = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, **overrides}
     return make_tiny_bert(
@@ -51,7 +51,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer(tiny_model):
-    from bertcls.checkpoints import load_tokenizer
+    from bertcls.model.checkpoints import load_tokenizer
 
     return load_tokenizer(tiny_model)
 

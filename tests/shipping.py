@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import run_classification
-from bertcls import export
+from bertcls.shipping import export
 
 from .conftest import cli, shared
 

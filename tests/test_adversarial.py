@@ -9,8 +9,8 @@ from datasets import Dataset
 from torch.nn import functional as F
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from bertcls.arguments import ClassificationTrainingArguments, ModelArguments
-from bertcls.trainer import ClassificationTrainer
+from bertcls.config.arguments import ClassificationTrainingArguments, ModelArguments
+from bertcls.training.trainer import ClassificationTrainer
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
@@ -161,8 +161,8 @@ def test_rdrop_runs_two_dropout_passes_in_one_forward(make_trainer, rows, tokeni
 
 
 def test_fgm_finds_the_word_embeddings_of_the_custom_head(tiny_model, tokenizer, tmp_path):
-    from bertcls.checkpoints import load_config
-    from bertcls.modeling import EncoderClassifier, configure_head
+    from bertcls.model.checkpoints import load_config
+    from bertcls.model.heads import EncoderClassifier, configure_head
 
     model_args = ModelArguments(model_name_or_path=tiny_model, head="mlp", pooling="mean")
     config = load_config(model_args)

@@ -9,7 +9,8 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score, top_k_accuracy_score
 
 import run_classification
-from bertcls import predict, thresholds
+from bertcls.evaluation import thresholds
+from bertcls.shipping import predict
 
 from .conftest import REPO, cli, shared
 

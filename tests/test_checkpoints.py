@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import run_classification
-from bertcls import predict
-from bertcls.arguments import ModelArguments
-from bertcls.checkpoints import load_config, load_tokenizer
+from bertcls.config.arguments import ModelArguments
 from bertcls.errors import UserError
-from bertcls.modeling import configure_head, load_model
+from bertcls.model.checkpoints import load_config, load_tokenizer
+from bertcls.model.heads import configure_head, load_model
+from bertcls.shipping import predict
 
 from . import layouts
 from .conftest import chnsenticorp, cli, shared

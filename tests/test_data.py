@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from bertcls.arguments import DataArguments
-from bertcls.data import load_task_data
+from bertcls.config.arguments import DataArguments
+from bertcls.data.loading import load_task_data
 from bertcls.errors import UserError
 
 from .conftest import shared
@@ -252,7 +252,7 @@ def test_a_pandas_written_list_cell_is_a_multi_label_list(write):
 
 
 def test_a_missing_file_named_in_a_recipe_says_where_relative_paths_start(write, tmp_path):
-    from bertcls.recipes import parse_args
+    from bertcls.config.recipes import parse_args
 
     recipe = write("r.json", json.dumps({"model_name_or_path": "m", "train_file": "data/train.tsv"}))
     _, data_args, _ = parse_args([recipe, "--output_dir", str(tmp_path / "o")])

@@ -1,4 +1,4 @@
-"""bertcls.export and predict --backend onnx: the export predicts what the trained model predicts.
+"""bertcls.shipping.export and predict --backend onnx: the export predicts what the trained model predicts.
 
 Parity is checked three ways: the export's predict CLI output against the torch predict CLI's on the same file;
 one row against a forward pass of plain transformers on inputs built by hand (pairs with their token_type_ids,
@@ -15,10 +15,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from bertcls import export, predict
-from bertcls.classifier import EXPORT_KEY, TrainedClassifier, load_trained_model
 from bertcls.errors import UserError
-from bertcls.modeling import HEAD_KEY
+from bertcls.model.classifier import EXPORT_KEY, TrainedClassifier, load_trained_model
+from bertcls.model.heads import HEAD_KEY
+from bertcls.shipping import export, predict
 
 from .shipping import CHECK_ROWS, exported, fine_tuned
 
@@ -189,7 +189,7 @@ def test_export_refusals(runs, exports, tmp_path):
         export.export(export.ExportArguments(model_name_or_path=str(lost), output_dir=str(tmp_path / "x")))
     assert not (tmp_path / "x").exists()
 
-    with pytest.raises(UserError, match="holds no model.onnx.*python -m bertcls.export"):
+    with pytest.raises(UserError, match="holds no model.onnx.*python -m bertcls export"):
         TrainedClassifier.load(str(run), backend="onnx")
     with pytest.raises(UserError, match="is an ONNX export.*--backend onnx"):
         TrainedClassifier.load(str(exports["single"]), backend="torch")

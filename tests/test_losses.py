@@ -5,10 +5,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bertcls.arguments import ClassificationTrainingArguments
+from bertcls.config.arguments import ClassificationTrainingArguments
+from bertcls.config.recipes import parse_args
+from bertcls.data.labels import LabelSpace
 from bertcls.errors import UserError
-from bertcls.labels import LabelSpace
-from bertcls.losses import (
+from bertcls.model.losses import (
     ClassificationLoss,
     binary_focal_loss,
     build_loss,
@@ -16,7 +17,6 @@ from bertcls.losses import (
     focal_loss,
     symmetric_kl,
 )
-from bertcls.recipes import parse_args
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_eval_loss_is_the_weighted_mean_over_the_whole_set(tiny_model, tokenizer
     from torch.nn import functional as F
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-    from bertcls.trainer import ClassificationTrainer
+    from bertcls.training.trainer import ClassificationTrainer
 
     rng = np.random.default_rng(4)
     texts = ["".join(rng.choice(list("好坏很不错差极了服务房间"), int(n))) for n in rng.integers(3, 15, 37)]

@@ -8,9 +8,9 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 import run_classification
+from bertcls.data.labels import LabelSpace
 from bertcls.errors import UserError
-from bertcls.labels import LabelSpace
-from bertcls.metrics import classification_metrics, multi_label_metrics
+from bertcls.evaluation.metrics import classification_metrics, multi_label_metrics
 
 from .conftest import REPO, cli
 
@@ -101,8 +101,8 @@ def test_reported_metrics_equal_sklearn_on_the_written_predictions(tiny_model, t
 
 
 def test_per_label_thresholds_are_each_labels_best_for_macro_f1():
-    from bertcls import thresholds
-    from bertcls.metrics import Decision
+    from bertcls.evaluation import thresholds
+    from bertcls.evaluation.metrics import Decision
 
     rng = np.random.default_rng(0)
     gold = rng.random((300, 3)) < [0.5, 0.2, 0.05]

@@ -9,13 +9,13 @@ import pytest
 from transformers import AutoConfig, pipeline
 
 import run_classification
-from bertcls import predict
-from bertcls.arguments import DataArguments
-from bertcls.data import load_task_data
+from bertcls.config.arguments import DataArguments
+from bertcls.data.labels import LabelSpace, label_list
+from bertcls.data.loading import load_task_data
 from bertcls.errors import UserError
-from bertcls.labels import LabelSpace, label_list
-from bertcls.metrics import ComputeMetrics, Decision, multi_label_metrics
-from bertcls.outputs import predictions_frame
+from bertcls.evaluation.metrics import ComputeMetrics, Decision, multi_label_metrics
+from bertcls.evaluation.outputs import predictions_frame
+from bertcls.shipping import predict
 
 KEYWORDS = {"体育": "球赛进球", "财经": "股票基金", "科技": "手机芯片"}
 FILLER = "今天我们看到了一些新闻大家都在讨论这个事情"

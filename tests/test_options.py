@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import run_classification
-from bertcls.trainer import ClassificationTrainer
+from bertcls.training.trainer import ClassificationTrainer
 
 from .conftest import shared
 
@@ -154,9 +154,9 @@ def test_config_overrides_reach_the_model_that_trains(tiny_model, pooling):
     """With every dropout overridden to 0, training-mode forwards repeat exactly; without, they differ."""
     import torch
 
-    from bertcls.arguments import ModelArguments
-    from bertcls.checkpoints import load_config
-    from bertcls.modeling import configure_head, load_model
+    from bertcls.config.arguments import ModelArguments
+    from bertcls.model.checkpoints import load_config
+    from bertcls.model.heads import configure_head, load_model
 
     def two_forwards(overrides):
         model_args = ModelArguments(model_name_or_path=tiny_model, pooling=pooling, config_overrides=overrides)

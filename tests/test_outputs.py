@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 import run_classification
-from bertcls import plots
+from bertcls.evaluation import plots
+from bertcls.evaluation.outputs import RUN_FILES, clear_run
 from bertcls.files import write_json
-from bertcls.outputs import RUN_FILES, clear_run
 
 from .conftest import REPO, cli
 
@@ -151,8 +151,8 @@ def test_the_model_cards_code_loads_the_trained_model(head, tiny_model, tmp_path
     capsys.readouterr()
     exec(card_code(out), {})
     printed = capsys.readouterr().out
-    # what the card's code prints for its example text is what the trained model says, as bertcls.predict says it
-    from bertcls.classifier import TrainedClassifier
+    # what the card's code prints for its example text is what the trained model says, as bertcls.shipping.predict says it
+    from bertcls.model.classifier import TrainedClassifier
 
     classifier = TrainedClassifier.load(str(out))
     probs = dict(zip(classifier.labels.names, classifier.predict_texts(["这家酒店的服务很好"])[0]))
@@ -175,7 +175,7 @@ def test_predict_scores_with_the_label_column_of_training(tiny_model, tmp_path, 
         cli(model_name_or_path=tiny_model, train_file=tmp_path / "train.tsv", label_column="sentiment")
         + cli(output_dir=out, max_steps=4, max_seq_length=32, save_strategy="no")
     )
-    from bertcls import predict
+    from bertcls.shipping import predict
 
     capsys.readouterr()
     predict.main(cli(model_name_or_path=out, input_file=tmp_path / "train.tsv", output_file=tmp_path / "p.csv"))

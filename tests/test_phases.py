@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import run_classification
-from bertcls import predict
+from bertcls.shipping import predict
 
 from .conftest import REPO, cli
 

@@ -1,4 +1,4 @@
-"""bertcls.pretrain: reading text, packing, masking (token-level and whole Chinese words), the sparse MLM head,
+"""bertcls.pretrain.run: reading text, packing, masking (token-level and whole Chinese words), the sparse MLM head,
 pretraining from scratch and from a checkpoint folder, resume, fine-tuning the result, and bad inputs."""
 
 import glob
@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM
 
 import run_classification
-from bertcls import pretrain
-from bertcls.checkpoints import load_tokenizer
-from bertcls.pretrain_args import PretrainDataArguments, PretrainingArguments
-from bertcls.pretrain_data import Packer, pack_blocks, read_texts, tokenize_texts, word_starts
-from bertcls.pretrain_masking import MASK_STATS, BlockMaskingCollator, batch_seed
-from bertcls.pretrain_trainer import MaskedLMTrainer
+from bertcls.model.checkpoints import load_tokenizer
+from bertcls.pretrain import run as pretrain
+from bertcls.pretrain.args import PretrainDataArguments, PretrainingArguments
+from bertcls.pretrain.data import Packer, pack_blocks, read_texts, tokenize_texts, word_starts
+from bertcls.pretrain.masking import MASK_STATS, BlockMaskingCollator, batch_seed
+from bertcls.pretrain.trainer import MaskedLMTrainer
 
 from .conftest import chnsenticorp, cli, make_tiny, shared
 
@@ -403,7 +403,7 @@ def test_bad_inputs_are_one_line_errors(fails, tiny_model, reviews, write, tmp_p
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_over_gloo_count_every_held_out_block_once(reviews, tiny_model, write, tmp_path):
-    """accelerate launch -m bertcls.pretrain on 2 CPU processes; the held-out perplexity it reports equals the one
+    """accelerate launch -m bertcls pretrain on 2 CPU processes; the held-out perplexity it reports equals the one
     a single process computes for the saved model (accelerate repeats rows to even out the last batches)."""
     import socket
     import subprocess
@@ -420,7 +420,7 @@ def test_two_processes_over_gloo_count_every_held_out_block_once(reviews, tiny_m
     out = tmp_path / "two"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(REPO / "recipes" / "accelerate" / "multi_gpu.yaml"), "--num_processes", "2",
-               "--main_process_port", str(port), "-m", "bertcls.pretrain",
+               "--main_process_port", str(port), "-m", "bertcls", "pretrain",
                *pretrain_flags(out, model_name_or_path=tiny_model, train_file=reviews, validation_file=held_out,
                                per_device_train_batch_size=4, per_device_eval_batch_size=4)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

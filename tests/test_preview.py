@@ -1,8 +1,8 @@
-"""python -m bertcls.preview: rows as the model sees them, and whole-split statistics."""
+"""python -m bertcls preview: rows as the model sees them, and whole-split statistics."""
 
 import json
 
-from bertcls import preview
+from bertcls.data import preview
 
 from .conftest import shared
 

@@ -10,16 +10,16 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import launch_command_parser
 
-from bertcls import pretrain
-from bertcls.arguments import PATH_FIELDS
-from bertcls.data import load_task_data
-from bertcls.recipes import DATACLASSES, parse_args, read_recipe, resolve_path
+from bertcls.config.arguments import PATH_FIELDS
+from bertcls.config.recipes import DATACLASSES, parse_args, read_recipe, resolve_path
+from bertcls.data.loading import load_task_data
+from bertcls.pretrain import run as pretrain
 
 from .conftest import REPO
 
 RECIPES_DIR = REPO / "recipes"
 ACCELERATE_DIR = RECIPES_DIR / "accelerate"
-PRETRAIN_DIR = RECIPES_DIR / "pretrain"  # bertcls.pretrain's recipes: its own flags
+PRETRAIN_DIR = RECIPES_DIR / "pretrain"  # bertcls.pretrain.run's recipes: its own flags
 RECIPES = sorted(
     p for p in RECIPES_DIR.rglob("*") if p.suffix in (".json", ".yaml", ".yml") and ACCELERATE_DIR not in p.parents
 )

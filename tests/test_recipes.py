@@ -9,9 +9,9 @@ from dataclasses import fields
 
 import pytest
 
-from bertcls.arguments import ClassificationTrainingArguments, DataArguments, ModelArguments
+from bertcls.config.arguments import ClassificationTrainingArguments, DataArguments, ModelArguments
+from bertcls.config.recipes import parse_args, recipe_of
 from bertcls.errors import UserError
-from bertcls.recipes import parse_args, recipe_of
 
 from .conftest import REPO
 

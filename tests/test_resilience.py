@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import run_classification
-from bertcls.arguments import ModelArguments
-from bertcls.outputs import atomic_path, last_complete_checkpoint, write_json, write_predictions
-from bertcls.trainer import ClassificationTrainer
+from bertcls.config.arguments import ModelArguments
+from bertcls.evaluation.outputs import atomic_path, last_complete_checkpoint, write_json, write_predictions
+from bertcls.training.trainer import ClassificationTrainer
 
 from .conftest import REPO, chnsenticorp, shared
 
@@ -240,7 +240,7 @@ def test_local_files_open_no_network_connection(tiny_model, tmp_path):
     assert (tmp_path / "net" / "all_results.json").exists()
     target = tmp_path / "p.csv"
     done = run_guarded(
-        "bertcls.predict",
+        "bertcls.shipping.predict",
         ["--model_name_or_path", str(tmp_path / "net"), "--input_file", shared("chnsenticorp", "dev.tsv")]
         + ["--output_file", str(target)],
     )

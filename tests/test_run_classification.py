@@ -10,10 +10,10 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, pipeline
 
 import run_classification
-from bertcls import predict
-from bertcls.classifier import load_trained_model
-from bertcls.modeling import HEAD_KEY
-from bertcls.trainer import ClassificationTrainer
+from bertcls.model.classifier import load_trained_model
+from bertcls.model.heads import HEAD_KEY
+from bertcls.shipping import predict
+from bertcls.training.trainer import ClassificationTrainer
 
 from .conftest import REPO, chnsenticorp, cli, shared
 
@@ -250,7 +250,7 @@ def test_mlp_head_with_mean_pooling_trains_saves_reloads_and_predicts(tiny_model
 
 
 def test_demo_recipe_runs_offline(tmp_path):
-    from bertcls.tiny_model import TinyModelArguments, make_tiny_bert
+    from bertcls.model.tiny import TinyModelArguments, make_tiny_bert
 
     demo = REPO / "bertcls" / "demo"
     model = make_tiny_bert(

@@ -1,4 +1,4 @@
-"""bertcls.serve: a real server process on 127.0.0.1, called over HTTP, answers what bertcls.predict answers,
+"""bertcls.shipping.serve: a real server process on 127.0.0.1, called over HTTP, answers what bertcls.shipping.predict answers,
 batches concurrent requests, refuses bad ones with a 4xx and one message, and keeps serving."""
 
 import json
@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from bertcls import predict, serve
-from bertcls.classifier import TrainedClassifier
+from bertcls.model.classifier import TrainedClassifier
+from bertcls.shipping import predict, serve
 
 from .conftest import REPO
 from .shipping import exported, fine_tuned
@@ -48,7 +48,7 @@ def single(tiny_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(single):
     _, onnx_dir = single
-    command = [sys.executable, "-m", "bertcls.serve", "--model_name_or_path", str(onnx_dir), "--port", "0"]
+    command = [sys.executable, "-m", "bertcls", "serve", "--model_name_or_path", str(onnx_dir), "--port", "0"]
     command += ["--max_items", str(MAX_ITEMS), "--max_body_bytes", str(MAX_BODY), "--max_batch_size", "16"]
     command += ["--max_wait_ms", "300", "--threads", "1"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
@@ -64,7 +64,7 @@ def server(single):
 
 @pytest.fixture(scope="module")
 def reference(single, tmp_path_factory):
-    """bertcls.predict's output for the check rows, on the folder the server serves."""
+    """bertcls.shipping.predict's output for the check rows, on the folder the server serves."""
     run, onnx_dir = single
     with open(run / "recipe.json") as f:
         rows = json.load(f)["test_file"]

@@ -14,9 +14,9 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
-from bertcls import interrupt
-from bertcls.arguments import ClassificationTrainingArguments
-from bertcls.trainer import ClassificationTrainer
+from bertcls.config.arguments import ClassificationTrainingArguments
+from bertcls.training import interrupt
+from bertcls.training.trainer import ClassificationTrainer
 
 SYNCS = ("item", "nonzero", "tolist", "cpu", "numpy", "__bool__")
 STEPS = 6

@@ -6,10 +6,10 @@ import pytest
 from datasets import Dataset, DatasetDict
 from transformers import AutoConfig, DataCollatorWithPadding
 
-from bertcls.arguments import DataArguments
-from bertcls.checkpoints import load_tokenizer
+from bertcls.config.arguments import DataArguments
+from bertcls.data.tokenization import Encoder, check_settings, tokenize_splits
 from bertcls.errors import UserError
-from bertcls.tokenization import Encoder, check_settings, tokenize_splits
+from bertcls.model.checkpoints import load_tokenizer
 
 from .conftest import make_tiny
 

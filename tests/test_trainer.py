@@ -8,11 +8,11 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 from transformers import trainer as hf_trainer
 
-from bertcls import arguments
-from bertcls.arguments import ClassificationTrainingArguments
+from bertcls.config import arguments
+from bertcls.config.arguments import ClassificationTrainingArguments
 from bertcls.errors import UserError
-from bertcls.optim import layer_depth, parameter_groups
-from bertcls.trainer import ClassificationTrainer, make_data_collator, predict_in_order
+from bertcls.training.optim import layer_depth, parameter_groups
+from bertcls.training.trainer import ClassificationTrainer, make_data_collator, predict_in_order
 
 
 @pytest.fixture

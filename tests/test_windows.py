@@ -7,12 +7,12 @@ import torch
 from datasets import Dataset
 
 import run_classification
-from bertcls import predict
-from bertcls.arguments import DataArguments, ModelArguments
-from bertcls.checkpoints import load_config, load_tokenizer
-from bertcls.classifier import load_trained_model
+from bertcls.config.arguments import DataArguments, ModelArguments
+from bertcls.data.tokenization import aggregate_windows, check_settings, encode_windows
 from bertcls.errors import UserError
-from bertcls.tokenization import aggregate_windows, check_settings, encode_windows
+from bertcls.model.checkpoints import load_config, load_tokenizer
+from bertcls.model.classifier import load_trained_model
+from bertcls.shipping import predict
 
 from .conftest import shared
 

@@ -1,0 +1,1 @@
+"""Settings: the argument dataclasses (every flag) and recipe files that fill them."""

@@ -1,0 +1,1 @@
+"""Data: reading files into a DatasetDict, labels, tokenization, previews."""

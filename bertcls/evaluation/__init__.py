@@ -1,0 +1,1 @@
+"""Evaluation: metrics and the decision rule, thresholds, analysis, and the files a run writes."""

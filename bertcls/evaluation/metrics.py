@@ -1,0 +1,237 @@
+"""Metrics over the whole evaluation set (never averaged per batch), computed offline with scikit-learn.
+
+Single-label: a softmax, and the most probable class (or, for two classes with a decision threshold, the positive
+class when its probability reaches the threshold). Multi-label: a sigmoid per label, and every label whose
+probability is at or above its threshold is predicted; `subset_accuracy` counts rows whose whole label set is right.
+`Decision` is that rule, in one place.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    hamming_loss,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+from bertcls.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+TOP_K_ABOVE = 5  # tasks with more classes than this also report top-3 and top-5 accuracy
+
+
+def classification_metrics(
+    references: np.ndarray, predictions: np.ndarray, num_labels: int, positive: int | None = 1
+) -> dict[str, float]:
+    """accuracy, macro precision/recall/F1, micro and weighted F1; for two classes also the precision/recall/F1 of
+    the `positive` class id. `samples` is the number of rows evaluated.
+
+    Macro averages run over the classes present in the references or the predictions: a class absent from both
+    has no score to average (sklearn would count it as 0), which matters for small validation splits and k-fold
+    folds that lack a class."""
+    references, predictions = np.asarray(references), np.asarray(predictions)
+    present = sorted(set(references.tolist()) | set(predictions.tolist())) or list(range(num_labels))
+    result = {"accuracy": accuracy_score(references, predictions)}
+    for average in ("macro", "micro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            references, predictions, labels=present, average=average, zero_division=0
+        )
+        if average == "macro":
+            result.update(precision_macro=p, recall_macro=r)
+        result[f"f1_{average}"] = f
+    if num_labels == 2:
+        p, r, f, _ = precision_recall_fscore_support(
+            references, predictions, labels=[1 if positive is None else positive], average=None, zero_division=0
+        )
+        result.update(precision=p[0], recall=r[0], f1=f[0])
+    result = {k: float(v) for k, v in result.items()}
+    result["samples"] = int(len(references))
+    return result
+
+
+def multi_label_metrics(references: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """Multi-hot references and predictions: subset accuracy, Hamming loss, micro/macro precision, recall and F1,
+    weighted and samples-average F1. `samples` is the number of rows evaluated.
+
+    Macro averages run over the labels present in some reference or prediction; in the samples average a row
+    with no gold and no predicted label is right (F1 1, where sklearn gives 0)."""
+    references, predictions = np.asarray(references).astype(int), np.asarray(predictions).astype(int)
+    present = np.flatnonzero(references.any(axis=0) | predictions.any(axis=0)).tolist()
+    result = {
+        "subset_accuracy": accuracy_score(references, predictions),
+        "hamming_loss": hamming_loss(references, predictions),
+    }
+    for average in ("micro", "macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            references, predictions, labels=present or None, average=average, zero_division=0
+        )
+        if average in ("micro", "macro"):
+            result.update({f"precision_{average}": p, f"recall_{average}": r})
+        result[f"f1_{average}"] = f
+    result["f1_samples"] = samples_f1(references, predictions)
+    result = {k: float(v) for k, v in result.items()}
+    result["samples"] = int(len(references))
+    return result
+
+
+def samples_f1(references: np.ndarray, predictions: np.ndarray) -> float:
+    """Mean over rows of 2TP / (2TP + FP + FN), 1 for a row with no gold and no predicted label."""
+    tp = (references & predictions).sum(axis=1)
+    wrong = (references ^ predictions).sum(axis=1)
+    denominator = 2 * tp + wrong
+    per_row = np.where(denominator == 0, 1.0, 2 * tp / np.maximum(denominator, 1))
+    return float(per_row.mean()) if len(per_row) else 0.0
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
+def probabilities(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
+    """Softmax over classes, or a sigmoid per label for multi-label models."""
+    return sigmoid(logits) if multi_label else softmax(logits)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How probabilities become predictions, in one place for training, evaluation, predict, export and serve.
+
+    Single-label: the most probable class; with two classes and a `threshold` (--decision_threshold, or tuned by
+    --tune_threshold), the `positive` class when its probability is at least the threshold. Multi-label: every
+    label whose probability is at least its threshold (one for all labels, or one per label)."""
+
+    multi_label: bool = False
+    threshold: float | tuple[float, ...] | None = None  # None: argmax (single-label), 0.5 (multi-label)
+    positive: int = 1  # two classes: the class id whose precision/recall/F1 are reported and `threshold` applies to
+
+    @classmethod
+    def of(cls, labels, data_args) -> "Decision":
+        """The decision stored with a model or given as flags: --positive_label, --decision_threshold,
+        --multi_label_threshold and --label_thresholds (tuned per label)."""
+        positive = labels.label2id.get(getattr(data_args, "positive_label", None), 1)
+        if labels.multi_label:
+            per_label = getattr(data_args, "label_thresholds", None)
+            if per_label is not None and len(per_label) != len(labels):
+                raise UserError(
+                    f"--label_thresholds has {len(per_label)} values, but the model has {len(labels)} labels",
+                    fix="give one threshold per label, in label order, or drop --label_thresholds",
+                )
+            threshold = tuple(per_label) if per_label is not None else data_args.multi_label_threshold
+            return cls(True, threshold, positive)
+        threshold = getattr(data_args, "decision_threshold", None)
+        if threshold is not None and len(labels) != 2:
+            raise UserError(
+                f"--decision_threshold applies to two-class tasks; this one has {len(labels)} classes",
+                fix="drop --decision_threshold",
+            )
+        return cls(False, threshold, positive)
+
+    def __call__(self, probs: np.ndarray) -> np.ndarray:
+        """Class ids (single-label), or a 0/1 matrix of the chosen labels (multi-label)."""
+        if self.multi_label:
+            threshold = 0.5 if self.threshold is None else np.asarray(self.threshold)
+            return (probs >= threshold).astype(int)
+        if self.threshold is None or probs.shape[-1] != 2:
+            return probs.argmax(axis=-1)
+        return np.where(probs[:, self.positive] >= self.threshold, self.positive, 1 - self.positive)
+
+
+def top_k_accuracies(references: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Top-3 and top-5 accuracy (the gold class among the k most probable), for tasks with more than 5 classes."""
+    n = probs.shape[-1]
+    if n <= TOP_K_ABOVE:
+        return {}
+    labels = list(range(n))
+    return {f"top{k}_accuracy": float(top_k_accuracy_score(references, probs, k=k, labels=labels)) for k in (3, 5)}
+
+
+def load_extra_metrics(names: list[str]) -> list:
+    """Load `evaluate` metrics up front, so a missing one fails before training, not after it."""
+    if not names:
+        return []
+    import evaluate
+
+    metrics = []
+    for name in names:
+        try:
+            metrics.append(evaluate.load(name))
+        except Exception as e:
+            local = os.path.exists(name)
+            raise UserError(
+                f"could not load extra metric {name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                fix="check the folder"
+                if local
+                else "Hub metrics need network access; offline, pass the path of a local metric folder",
+            ) from None
+    return metrics
+
+
+class ComputeMetrics:
+    """The Trainer's compute_metrics: logits and labels of the whole (gathered) evaluation set."""
+
+    def __init__(self, num_labels: int, extra_metrics: list | None = None, decision: Decision | None = None):
+        self.num_labels = num_labels
+        self.extra_metrics = extra_metrics or []
+        self.decision = decision or Decision()
+        self.multi_label = self.decision.multi_label
+        if self.multi_label and self.extra_metrics:
+            raise UserError(
+                "--extra_metrics take one class id per row; they do not apply to --multi_label",
+                fix="drop --extra_metrics (micro/macro/samples F1 and subset accuracy are computed already)",
+            )
+
+    def __call__(self, eval_prediction) -> dict[str, float]:
+        logits = (
+            eval_prediction.predictions[0]
+            if isinstance(eval_prediction.predictions, tuple)
+            else eval_prediction.predictions
+        )
+        return self.score(probabilities(logits, self.multi_label), eval_prediction.label_ids)
+
+    def score(self, probs: np.ndarray, references: np.ndarray) -> dict[str, float]:
+        """The metrics of probabilities (of one model, or averaged over several) against the references."""
+        predictions = self.decision(probs)
+        if self.multi_label:
+            return multi_label_metrics(references, predictions)
+        result = classification_metrics(references, predictions, self.num_labels, self.decision.positive)
+        result.update(top_k_accuracies(references, probs))
+        for metric in self.extra_metrics:
+            extra = metric.compute(predictions=predictions, references=references)
+            result.update({k: float(v) for k, v in extra.items() if np.isscalar(v)})
+        return result
+
+    def keys(self) -> set[str] | None:
+        """The metric names score() returns, or None when extra metrics add names known only after computing."""
+        if self.extra_metrics:
+            return None
+        if self.multi_label:
+            return set(multi_label_metrics(np.eye(2), np.eye(2)))
+        references = np.arange(self.num_labels)
+        return set(classification_metrics(references, references, self.num_labels)) | set(
+            top_k_accuracies(references, np.eye(self.num_labels))
+        )
+
+
+def report_text(references: np.ndarray, predictions: np.ndarray, names: list[str]) -> str:
+    """Per-class (per-label, for multi-hot input) precision/recall/F1/support, as scikit-learn prints it."""
+    return classification_report(
+        references, predictions, labels=list(range(len(names))), target_names=names, digits=4, zero_division=0
+    )
+
+
+def confusion(references: np.ndarray, predictions: np.ndarray, num_labels: int) -> np.ndarray:
+    """Rows are true labels, columns predicted labels."""
+    return confusion_matrix(references, predictions, labels=list(range(num_labels)))

@@ -1,0 +1,1 @@
+"""Continued masked-LM pretraining (``bertcls pretrain``)."""

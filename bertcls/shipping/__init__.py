@@ -1,0 +1,1 @@
+"""Shipping: predict on files, export to ONNX, serve over HTTP."""
