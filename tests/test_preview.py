@@ -2,7 +2,7 @@
 
 import json
 
-from bertcls.data import preview
+from bertcls.model import preview
 
 from .conftest import shared
 

@@ -1,1 +1,1 @@
-"""Data: reading files into a DatasetDict, labels, tokenization, previews."""
+"""Data: reading files into a DatasetDict, labels, tokenization."""
