@@ -464,7 +464,9 @@ def test_readme_blocks_run_as_written(tiny_model, tmp_path):
                 server = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True)
                 wait_for(f"http://127.0.0.1:{port}/health", server)
                 continue
+            started = time.monotonic()
             done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+            print(f"{time.monotonic() - started:6.1f} s  {shlex.join(tokens)[:100]}")  # shown with pytest -s
             assert done.returncode == 0, f"{shlex.join(tokens)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             if command[0] == "curl":
                 answers.append(json.loads(done.stdout))
