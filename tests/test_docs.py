@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -531,4 +530,3 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 12
 def test_readme_is_a_front_page():
     lines = README.read_text(encoding="utf-8").count("\n")
     assert lines < 220, f"README.md has {lines} lines: move detail into docs/"
-    assert shutil.which("bash"), "the shell blocks are bash"
