@@ -530,3 +530,27 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 12
 def test_readme_is_a_front_page():
     lines = README.read_text(encoding="utf-8").count("\n")
     assert lines < 220, f"README.md has {lines} lines: move detail into docs/"
+
+
+def test_the_committed_pictures_are_small_and_drawn_by_make_demo():
+    from PIL import Image
+
+    from bertcls.demo import figures
+
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert "bertcls.demo.figures outputs/demo docs/images" in makefile  # `make demo` redraws them
+    for name in (*figures.FIGURES, figures.EXCERPT):
+        path = REPO / "docs" / "images" / name
+        with Image.open(path) as image:
+            assert image.width <= 640, (name, image.size)
+        assert path.stat().st_size <= figures.MAX_BYTES, (name, path.stat().st_size)
+
+
+def test_the_analysis_excerpt_is_the_table_under_its_heading():
+    from bertcls.demo.figures import markdown_table
+
+    text = "# t\n\n## Most confident mistakes on test (2 of 9 rows wrong)\n\n| row | text |\n|---|---|\n| 3 | 好 |\n"
+    text += "| 7 | 差 |\n\n## Next\n\n| x |\n|---|\n| y |\n"
+    title, rows = markdown_table(text, "## Most confident mistakes on test")
+    assert title == "Most confident mistakes on test (2 of 9 rows wrong)"
+    assert rows == [["row", "text"], ["3", "好"], ["7", "差"]]
