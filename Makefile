@@ -34,11 +34,14 @@ style:
 	ruff check --fix .
 	ruff format .
 
+# The demo run's figures (and one table of its analysis.md) go, downscaled, into docs/images/ for the README: the
+# committed pictures are what this command draws.
 demo: $(INSTALLED)
 	$(PYTHON) -m bertcls tiny-model --output_dir $(DEMO_MODEL) --vocab_from_files bertcls/demo/train.tsv bertcls/demo/validation.tsv bertcls/demo/test.tsv
 	$(PYTHON) run_classification.py recipes/demo.json
+	$(PYTHON) -m bertcls.demo.figures outputs/demo docs/images
 
-# The quick comparison with the classic loop (about 1.5 minutes on 2 CPU cores); README "Performance" has the rest.
+# The quick comparison with the classic loop (about 1.5 minutes on 2 CPU cores); docs/performance.md has the rest.
 # Extra flags: make bench BENCH_ARGS="--threads 1"
 bench: $(INSTALLED)
 	$(PYTHON) benchmarks/run.py --quick $(BENCH_ARGS)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Inference speed of the shipped forms of a model, side by side in one run: torch fp32 (and bf16 where the CPU
-has bf16 instructions), ONNX fp32 and ONNX int8 (bertcls.shipping.export --optimize, with and without --quantize int8),
+has bf16 instructions), ONNX fp32 and ONNX int8 (bertcls export --optimize, with and without --quantize int8),
 and the HTTP server (bertcls.shipping.serve) under 1 and 16 concurrent clients.
 
-    python benchmarks/inference.py                      # base-sized and tiny model, 2 threads (README's table)
+    python benchmarks/inference.py                      # base-sized and tiny model, 2 threads (the table in docs/shipping.md)
     python benchmarks/inference.py --json               # the same as one JSON object
     python benchmarks/inference.py --sizes tiny --rows 512 --accuracy_epochs 0
 

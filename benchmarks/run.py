@@ -2,7 +2,7 @@
 """bertcls against the classic hand-written loop: same model, data, batch size and steps, one after the other.
 
     python benchmarks/run.py --quick               # about 1.5 minutes on 2 CPU cores (make bench)
-    python benchmarks/run.py                       # the README's table
+    python benchmarks/run.py                       # the table in docs/performance.md
     python benchmarks/run.py --knobs               # our path with one default changed at a time
     python benchmarks/run.py --json                # the same as one JSON object
     python benchmarks/run.py --device cuda --model_size base --bf16 --compile --skip_baseline --steps 200 --warmup 20

@@ -158,7 +158,7 @@ class ModelArguments:
         metadata={
             "help": "Change settings of the model's config before the weights load, as key=value pairs separated "
             "by commas, e.g. attention_probs_dropout_prob=0 (on CPU this lets attention take its fused kernel: "
-            "faster and less memory, see the README's Performance section). Keys must exist in config.json.",
+            "faster and less memory, see docs/performance.md). Keys must exist in config.json.",
         },
     )
 
