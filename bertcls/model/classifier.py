@@ -141,6 +141,7 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        self.threads = threads or "onnxruntime's default (one per physical core)"
         self.path = path
         self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -259,9 +260,9 @@ class TrainedClassifier:
             logits = aggregate_windows(logits, encoded["row"][:], num_rows, data_args.window_aggregation)
         return logits
 
-    def _forward(self, take, lengths: np.ndarray, batch_size: int) -> np.ndarray:
+    def _forward(self, take, lengths: np.ndarray, batch_size: int, progress: bool = True) -> np.ndarray:
         """Logits of every row, `take(row_indices)` giving their model inputs as columns. Rows run longest first
-        (batches of similar length need little padding) and come back in row order."""
+        (batches of similar length need little padding) and come back in row order; `progress`: a tqdm bar."""
         from tqdm.auto import tqdm
 
         if batch_size < 1:
@@ -270,7 +271,7 @@ class TrainedClassifier:
         collator = DataCollatorWithPadding(self.tokenizer, return_tensors=self.backend.tensor_type)
         logits = np.empty((len(order), self.config.num_labels), dtype=np.float32)
         steps = range(0, len(order), batch_size)
-        for start in tqdm(steps, desc="Predicting", unit="batch", disable=len(steps) < 2):
+        for start in tqdm(steps, desc="Predicting", unit="batch", disable=len(steps) < 2 or not progress):
             rows = order[start : start + batch_size]
             logits[rows] = self.backend(collator(_as_rows(take(rows))))
         return logits
@@ -283,6 +284,12 @@ class TrainedClassifier:
     def predict_texts(self, texts: list[str], pairs: list[str] | None = None, data_args=None, batch_size=64):
         """Probabilities for in-memory texts (the server's path): the same encoders, without a datasets round trip."""
         data_args = data_args or self.data_args()
+        encoded = self.encode_texts(texts, pairs, data_args)
+        return self.probabilities(self.combine(self.forward_features(encoded, batch_size), encoded, data_args))
+
+    def encode_texts(self, texts: list[str], pairs: list[str] | None, data_args) -> dict:
+        """Model inputs of in-memory texts as columns (one row per text, or per window under --sliding_window), with
+        each row's `length` and, for windows, the `row` of the text it came from."""
         batch = {"text": list(texts)}
         if pairs is not None:
             batch["text_pair"] = list(pairs)
@@ -291,13 +298,21 @@ class TrainedClassifier:
             encoded = WindowEncoder(self.tokenizer, data_args)(batch, indices)
         else:
             encoded = Encoder(self.tokenizer, data_args)(batch, indices)
+        encoded["texts"] = len(texts)
+        return encoded
+
+    def forward_features(self, encoded: dict, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+        """Logits of every model-input row of `encoded` (encode_texts' columns), in row order."""
         columns = [k for k in MODEL_INPUTS if k in encoded]
-        logits = self._forward(
-            lambda rows: {k: [encoded[k][i] for i in rows] for k in columns}, np.asarray(encoded["length"]), batch_size
-        )
+        take = lambda rows: {k: [encoded[k][i] for i in rows] for k in columns}  # noqa: E731
+        return self._forward(take, np.asarray(encoded["length"]), batch_size, progress)
+
+    @staticmethod
+    def combine(logits: np.ndarray, encoded: dict, data_args) -> np.ndarray:
+        """One row of logits per text: windows are combined by --window_aggregation."""
         if data_args.sliding_window:
-            logits = aggregate_windows(logits, encoded["row"], len(texts), data_args.window_aggregation)
-        return self.probabilities(logits)
+            return aggregate_windows(logits, encoded["row"], encoded["texts"], data_args.window_aggregation)
+        return logits
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return probabilities(logits, self.labels.multi_label)
