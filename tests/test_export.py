@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bertcls.errors import UserError
-from bertcls.model.classifier import EXPORT_KEY, TrainedClassifier, load_trained_model
+from bertcls.model.classifier import EXPORT_KEY, TrainedClassifier, cpu_has_bf16, load_trained_model
 from bertcls.model.heads import HEAD_KEY
 from bertcls.shipping import export, predict
 
@@ -155,6 +155,17 @@ def test_int8_export_runs_and_reports(runs, tmp_path_factory, tmp_path):
     assert report["threads"]["onnxruntime_intra_op"] == report["threads"]["torch"] == 1
     session = TrainedClassifier.load(str(onnx_dir), threads=2).backend.session
     assert session.get_session_options().intra_op_num_threads == 2
+    effect = report["optimize"]  # --optimize timed against the same graph without it, in interleaved rounds
+    assert effect["rounds"] == 3 and effect["slower"] == (effect["speedup"] < 1)
+    medians = [effect[f"{k}_rows_per_s"]["median"] for k in ("optimized", "unoptimized")]
+    assert effect["speedup"] == pytest.approx(medians[0] / medians[1])
+    assert not (onnx_dir / "unoptimized.onnx").exists()
+    fastest = report["fastest"]
+    candidates = [n for n, f in fastest["figures"].items() if f["within_gates"]]
+    assert fastest["form"] == max(candidates, key=lambda n: report[n]["rows_per_s"])
+    if cpu_has_bf16():
+        bf16 = report["torch_bf16"]
+        assert 0 <= bf16["agreement"] <= 1 and bf16["rows_per_s"] > 0
     ops = {node.op_type for node in onnx.load(str(onnx_dir / "model.onnx")).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}, ops
     with open(onnx_dir / "config.json") as f:

@@ -107,24 +107,37 @@ def _not_fine_tuned(path: str, why: str) -> UserError:
 
 
 class TorchBackend:
-    """Forward passes of the torch model under inference_mode, on `device` (default: cuda when available)."""
+    """Forward passes of the torch model under inference_mode, on `device` (default: cuda when available);
+    `bf16`: under bf16 autocast (weights stay fp32; matrix products run in bf16)."""
 
-    name = "torch"
     tensor_type = "pt"
 
-    def __init__(self, model: PreTrainedModel, device: str | None = None):
+    def __init__(self, model: PreTrainedModel, device: str | None = None, bf16: bool = False):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
+        self.bf16 = bf16
+        self.name = "torch_bf16" if bf16 else "torch"
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> np.ndarray:
-        output = self.model(**{k: v.to(self.device) for k, v in batch.items()})
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            output = self.model(**{k: v.to(self.device) for k, v in batch.items()})
         return output.logits.float().cpu().numpy()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays on the CPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 ONNX_FILE = "model.onnx"  # an export folder's model (bertcls.shipping.export); its config.json says how it was made
 EXPORT_KEY = "bertcls_export"
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "torch_bf16", "onnx")
 
 
 class OnnxBackend:
@@ -199,7 +212,7 @@ class TrainedClassifier:
             if device not in (None, "cpu"):
                 raise UserError(f"--backend onnx runs on the CPU, not on {device}", fix="drop --device")
             return cls(path, *_load_onnx(path, threads))
-        if backend != "torch":
+        if backend not in ("torch", "torch_bf16"):
             raise UserError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
         if folder_backend(path) == "onnx":
             raise UserError(
@@ -208,7 +221,7 @@ class TrainedClassifier:
             )
         model = load_trained_model(path)
         tokenizer = load_tokenizer(path, config=model.config)
-        return cls(path, model.config, tokenizer, TorchBackend(model, device))
+        return cls(path, model.config, tokenizer, TorchBackend(model, device, bf16=backend == "torch_bf16"))
 
     @property
     def model(self) -> PreTrainedModel:

@@ -42,7 +42,16 @@ from bertcls.data.loading import check_columns, read_file, standardize
 from bertcls.errors import UserError, exit_on_user_error
 from bertcls.files import umask, write_json
 from bertcls.logs import setup_logging
-from bertcls.model.classifier import EXPORT_KEY, MODEL_INPUTS, ONNX_FILE, TrainedClassifier, gold_scores
+from bertcls.model.classifier import (
+    EXPORT_KEY,
+    MODEL_INPUTS,
+    ONNX_FILE,
+    OnnxBackend,
+    TorchBackend,
+    TrainedClassifier,
+    cpu_has_bf16,
+    gold_scores,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -323,6 +332,56 @@ def check_export(name, classifier, reference, encoded, rows, data_args, gold, ar
     return probs
 
 
+TIMING_ROUNDS = 3
+
+
+def optimize_effect(optimized, unoptimized, encoded, rows, data_args, batch_size: int) -> dict:
+    """rows/s of the shipped graph with and without --optimize, in interleaved rounds (median and range), and a
+    warning when the optimizer made it slower: on some CPUs its fused int8 kernels lose to the plain graph."""
+    speeds = {"optimized": [], "unoptimized": []}
+    for _ in range(TIMING_ROUNDS):
+        for name, classifier in (("unoptimized", unoptimized), ("optimized", optimized)):
+            start = time.perf_counter()
+            classifier.logits(encoded, len(rows), data_args, batch_size)
+            speeds[name].append(len(rows) / (time.perf_counter() - start))
+    effect = {
+        f"{name}_rows_per_s": {"median": float(np.median(v)), "min": min(v), "max": max(v)}
+        for name, v in speeds.items()
+    }
+    ratio = effect["optimized_rows_per_s"]["median"] / effect["unoptimized_rows_per_s"]["median"]
+    effect.update(rounds=TIMING_ROUNDS, speedup=ratio, slower=ratio < 1)
+    if ratio < 1:
+        logger.warning(
+            "--optimize made this export slower here: %.1f rows/s against %.1f without it (median of %d rounds); "
+            "export without --optimize",
+            effect["optimized_rows_per_s"]["median"],
+            effect["unoptimized_rows_per_s"]["median"],
+            TIMING_ROUNDS,
+        )
+    return effect
+
+
+def fastest_form(report: dict, args: ExportArguments) -> dict:
+    """The fastest of the forms measured on the check rows that stays within the gates (agreement with PyTorch of
+    at least --min_agreement, metric drop at most --max_metric_drop), with the figures it was chosen by."""
+    figures = {}
+    for name in ("torch", "torch_bf16", "onnx_fp32", f"onnx_{args.quantize}" if args.quantize else None):
+        entry = report.get(name)
+        if not entry:
+            continue
+        within = name == "torch" or (
+            entry.get("agreement_with_fp32", entry["agreement"]) >= args.min_agreement
+            and entry.get("metric_drop_points", 0) <= args.max_metric_drop
+        )
+        figures[name] = {"rows_per_s": entry["rows_per_s"], "within_gates": within}
+    best = max((n for n, f in figures.items() if f["within_gates"]), key=lambda n: figures[n]["rows_per_s"])
+    how = {
+        "torch": "the run's folder (--backend torch)",
+        "torch_bf16": "the run's folder with --backend torch_bf16",
+    }.get(best, "this export folder")
+    return {"form": best, "serve": how, "figures": figures}
+
+
 def batch_dependence(classifier, encoded, rows, data_args, batched: np.ndarray, batch_size: int) -> dict:
     """How often the same rows get another label at batch 1 than in batches of 32: dynamic int8 quantizes each
     batch's activations with that batch's range, so a row's answer depends on its batch-mates."""
@@ -427,6 +486,19 @@ def export(args: ExportArguments) -> dict:
     scores = gold_metric(gold, reference, labels, decision)
     if scores:
         report["torch"]["scores"] = scores
+    if cpu_has_bf16():  # the fastest form on such CPUs may be no export at all: measured, and gated alike
+        model = torch_classifier.model
+        bf16 = TrainedClassifier(
+            torch_classifier.path, model.config, torch_classifier.tokenizer, TorchBackend(model, "cpu", bf16=True)
+        )
+        probs, speed = timed_probabilities(bf16, encoded, rows, data_args, args.batch_size)
+        entry = {**compare(reference, probs, labels, decision), "rows_per_s": speed}
+        entry["speedup_over_torch"] = speed / report["torch"]["rows_per_s"]
+        bf16_scores = gold_metric(gold, probs, labels, decision)
+        if bf16_scores:
+            entry["scores"] = bf16_scores
+            entry["metric_drop_points"] = 100 * (scores[scores["metric"]] - bf16_scores[scores["metric"]])
+        report["torch_bf16"] = entry
 
     parent = os.path.dirname(os.path.abspath(args.output_dir))
     os.makedirs(parent, exist_ok=True)
@@ -441,7 +513,9 @@ def export(args: ExportArguments) -> dict:
             "opset": OPSET,
             "inputs": input_names(torch_classifier.tokenizer),
         }
+        plain = os.path.join(staging, "unoptimized.onnx")  # kept to time --optimize against; removed below
         if args.optimize:
+            shutil.copyfile(model_file, plain)
             made["fused_ops"] = optimize_graph(model_file, os.path.join(staging, "optimized.onnx"), config)
             os.replace(os.path.join(staging, "optimized.onnx"), model_file)
         made.update(
@@ -464,8 +538,16 @@ def export(args: ExportArguments) -> dict:
             shipped = TrainedClassifier.load(staging, backend="onnx", threads=threads)
             name = f"onnx_{args.quantize}"
             check_export(name, shipped, reference, encoded, rows, data_args, gold, args, report, fp32=fp32)
+            if args.optimize:
+                quantize_graph(plain, os.path.join(staging, "quantized.onnx"))
+                os.replace(os.path.join(staging, "quantized.onnx"), plain)
+        if args.optimize:
+            unoptimized = TrainedClassifier(staging, shipped.config, shipped.tokenizer, OnnxBackend(plain, threads))
+            report["optimize"] = optimize_effect(shipped, unoptimized, encoded, rows, data_args, args.batch_size)
+            os.remove(plain)
         made["seconds"] = round(time.perf_counter() - start, 1)
         report["exported"] = made
+        report["fastest"] = fastest_form(report, args)
         _save_config(config, made, staging)
         write_json(os.path.join(staging, REPORT_FILE), report)
         os.chmod(staging, 0o777 & ~umask())  # mkdtemp made it private; the export is an ordinary folder
@@ -516,12 +598,26 @@ def _versions() -> dict:
     }
 
 
+def shipped_name(args: ExportArguments) -> str:
+    return f"onnx_{args.quantize}" if args.quantize else "onnx_fp32"
+
+
 @exit_on_user_error
 def main(argv=None) -> dict:
     setup_logging()
     (args,) = parse_args(argv, (ExportArguments,))
     report = export(args)
     shipped = report.get(f"onnx_{args.quantize}") if args.quantize else report["onnx_fp32"]
+    fastest = report["fastest"]
+    if fastest["form"] != shipped_name(args):
+        logger.warning(
+            "the fastest form on these check rows within the gates is %s (%.1f rows/s, against %.1f for this export):"
+            " serve %s",
+            fastest["form"],
+            fastest["figures"][fastest["form"]]["rows_per_s"],
+            shipped["rows_per_s"],
+            fastest["serve"],
+        )
     print(
         f"exported {args.model_name_or_path} to {args.output_dir} ({report['exported']['precision']}"
         f"{', optimized' if args.optimize else ''}): agrees with PyTorch on {shipped['agreement']:.2%} of "

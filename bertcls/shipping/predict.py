@@ -91,8 +91,8 @@ class PredictArguments:
     backend: str | None = field(
         default=None,
         metadata={
-            "help": "torch (a run's folder) or onnx (a folder written by bertcls export); default: the one the "
-            "folder holds weights for.",
+            "help": "torch or torch_bf16 (bf16 autocast) on a run's folder, onnx on a folder written by bertcls "
+            "export; default: the one the folder holds weights for.",
             "choices": list(BACKENDS),
         },
     )
@@ -168,19 +168,22 @@ def main(argv=None):
     setup_logging()
     (args,) = parse_args(argv, (PredictArguments,))
     check_ranges(args, RANGES)
-    check_output_file(args)
     classifier = TrainedClassifier.load(args.model_name_or_path, device=args.device, backend=args.backend)
+    check_output_file(args)
     data_args = data_arguments(args, classifier)
 
     raw, source = read_file(args.input_file, data_args)
     check_columns(raw, source, data_args, need_label=False)
     blank = blank_rows(raw, data_args) if args.blank_texts == "empty" else []
-    kept = [i for i in range(len(raw)) if i not in set(blank)]
+    skipped = set(blank)
+    kept = [i for i in range(len(raw)) if i not in skipped]
     labels = classifier.labels
-    probs = np.zeros((len(raw), len(labels)), dtype=np.float32)
+    probs = np.zeros((len(raw), len(labels)))
     if kept:
         rows, _ = standardize(raw.select(kept) if blank else raw, source, data_args, labels=None, split="test")
-        probs[kept] = classifier.predict_rows(rows, data_args, args.batch_size, source)
+        predicted = classifier.predict_rows(rows, data_args, args.batch_size, source)
+        probs = probs.astype(predicted.dtype)
+        probs[kept] = predicted
     decision = classifier.decision(data_args)
     frame = predictions_frame(raw.to_pandas(), probs, labels, decision)
     if blank:
