@@ -114,3 +114,34 @@ def test_blank_texts_keep_their_rows_with_an_empty_prediction(run, rows, tmp_pat
 )
 def test_flag_errors_are_one_line(flags, message, run, rows, tmp_path, capsys):
     assert message in refused(capsys, run, rows[0], tmp_path / "p.csv", *flags)
+
+
+def test_backend_auto_picks_the_faster_form_within_the_agreement_gate(run, rows, tmp_path, caplog):
+    """--backend auto on a run's folder: torch fp32 or torch bf16 autocast (where the CPU has bf16), measured on the
+    user's own rows; bf16's agreement is pinned against the two backends' own predictions."""
+    from bertcls.model.classifier import AUTO_MIN_AGREEMENT, TrainedClassifier, cpu_has_bf16, pick_fastest
+    from bertcls.shipping import serve
+
+    _, frame = rows
+    texts = frame["text_a"].tolist()
+    fp32 = TrainedClassifier.load(str(run), device="cpu")
+    chosen, report = pick_fastest(fp32, texts)
+    assert chosen.backend.name == report["chosen"]
+    if not cpu_has_bf16():
+        assert report == {"chosen": "torch", "why": "no bf16 instructions on this CPU"}
+    else:
+        bf16 = TrainedClassifier.load(str(run), device="cpu", backend="torch_bf16")
+        agree = (fp32.predict_texts(texts).argmax(-1) == bf16.predict_texts(texts).argmax(-1)).mean()
+        assert report["bf16_agreement"] == pytest.approx(agree) and report["rows"] == len(texts)
+        speeds = report["rows_per_s"]
+        faster = speeds["torch_bf16"] > speeds["torch"]
+        assert report["chosen"] == ("torch_bf16" if faster and agree >= AUTO_MIN_AGREEMENT else "torch")
+    exported_like = TrainedClassifier.load(str(run), device="cpu")
+    exported_like.backend.name = "onnx"  # an export folder is never re-measured
+    assert pick_fastest(exported_like, texts)[1]["chosen"] == "onnx"
+    # The same choice through the tools' flags: predict measures on its input file, serve on the run's test rows.
+    with caplog.at_level("INFO", logger="bertcls"):
+        out = call(run, rows[0], tmp_path / "auto.csv", "--backend", "auto", "--device", "cpu")
+    assert len(out) == len(frame) and (cpu_has_bf16() == ("--backend auto:" in caplog.text))
+    served = serve.load(serve.ServeArguments(model_name_or_path=str(run), backend="auto", device="cpu"))
+    assert served.backend.name in ("torch", "torch_bf16")

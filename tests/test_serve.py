@@ -433,3 +433,19 @@ def test_flag_errors_are_one_line(flags, message, single, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 2, err
+
+
+def test_inference_api_scores_follow_the_pipelines_functions():
+    """Scores by hand for logits [0, 2, 1]: softmax e^x / (1 + e^2 + e), sigmoid 1 / (1 + e^-x), none the logits;
+    labels highest first, top_k the first k."""
+    logits = np.array([[0.0, 2.0, 1.0]])
+    e = np.e
+    total = 1 + e**2 + e
+    softmax = serve.inference_answers(logits, ["a", "b", "c"], False, None, None)
+    assert [x["label"] for x in softmax[0]] == ["b", "c", "a"]
+    assert np.allclose([x["score"] for x in softmax[0]], [e**2 / total, e / total, 1 / total])
+    sigmoid = serve.inference_answers(logits, ["a", "b", "c"], True, 2, None)  # multi-label default: sigmoid
+    assert [x["label"] for x in sigmoid[0]] == ["b", "c"]
+    assert np.allclose([x["score"] for x in sigmoid[0]], [1 / (1 + e**-2), 1 / (1 + e**-1)])
+    raw = serve.inference_answers(logits, ["a", "b", "c"], False, 1, "none")
+    assert raw == [[{"label": "b", "score": 2.0}]]

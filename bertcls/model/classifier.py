@@ -9,6 +9,7 @@ A pretrained checkpoint (what a user starts from, its head untrained) is checkpo
 import dataclasses
 import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -138,6 +139,10 @@ def cpu_has_bf16() -> bool:
 ONNX_FILE = "model.onnx"  # an export folder's model (bertcls.shipping.export); its config.json says how it was made
 EXPORT_KEY = "bertcls_export"
 BACKENDS = ("torch", "torch_bf16", "onnx")
+AUTO = "auto"  # --backend auto: the fastest backend within the parity gate, measured on the user's rows (pick_fastest)
+BACKEND_CHOICES = (*BACKENDS, AUTO)
+AUTO_MIN_AGREEMENT = 0.99  # share of rows on which a faster form must choose the label torch fp32 chooses
+AUTO_ROUNDS = 3
 
 
 class OnnxBackend:
@@ -329,6 +334,49 @@ class TrainedClassifier:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return probabilities(logits, self.labels.multi_label)
+
+
+def pick_fastest(fp32: TrainedClassifier, texts, pairs=None, data_args=None) -> tuple[TrainedClassifier, dict]:
+    """--backend auto, given the folder loaded on its own backend: an export folder stays on ONNX Runtime; a run's
+    folder runs on torch fp32, or on torch bf16 autocast where the CPU has bf16 instructions, bf16 chooses the label
+    fp32 chooses on at least AUTO_MIN_AGREEMENT of `texts` (the user's own rows) and is faster on them (median of
+    interleaved rounds). Returns the classifier and the figures it was chosen by."""
+    if fp32.backend.name == "onnx":
+        return fp32, {"chosen": "onnx", "why": "an export folder runs on ONNX Runtime"}
+    if fp32.backend.device.type != "cpu" or not cpu_has_bf16() or not len(texts):
+        why = "no bf16 instructions on this CPU" if not cpu_has_bf16() else "nothing to measure bf16 on"
+        return fp32, {"chosen": "torch", "why": why}
+    path = fp32.path
+    model = fp32.model
+    bf16 = TrainedClassifier(path, fp32.config, fp32.tokenizer, TorchBackend(model, "cpu", bf16=True))
+    data_args = data_args or fp32.data_args()
+    encoded = fp32.encode_texts(list(texts), list(pairs) if pairs is not None else None, data_args)
+    decision = fp32.decision(data_args)
+    speeds, decided = {"torch": [], "torch_bf16": []}, {}
+    for _ in range(AUTO_ROUNDS):
+        for name, classifier in (("torch", fp32), ("torch_bf16", bf16)):
+            start = time.perf_counter()
+            logits = classifier.forward_features(encoded, 32, progress=False)
+            speeds[name].append(len(encoded["length"]) / (time.perf_counter() - start))
+            decided[name] = decision(classifier.probabilities(classifier.combine(logits, encoded, data_args)))
+    same = decided["torch"] == decided["torch_bf16"]
+    agreement = float((same.all(axis=-1) if same.ndim > 1 else same).mean())
+    figures = {name: float(np.median(v)) for name, v in speeds.items()}
+    faster = figures["torch_bf16"] > figures["torch"]
+    chosen = "torch_bf16" if faster and agreement >= AUTO_MIN_AGREEMENT else "torch"
+    report = {"chosen": chosen, "rows": len(texts), "rows_per_s": figures, "bf16_agreement": agreement}
+    report["min_agreement"] = AUTO_MIN_AGREEMENT
+    logger.info(
+        "--backend auto: %s (on %d rows: torch fp32 %.1f, torch bf16 %.1f model inputs/s; bf16 agrees on %.2f%%, "
+        "at least %.0f%% needed)",
+        chosen,
+        len(texts),
+        figures["torch"],
+        figures["torch_bf16"],
+        100 * agreement,
+        100 * AUTO_MIN_AGREEMENT,
+    )
+    return (bf16 if chosen == "torch_bf16" else fp32), report
 
 
 def gold_scores(gold, predicted: np.ndarray, labels: LabelSpace, positive: int | None = None) -> dict | None:

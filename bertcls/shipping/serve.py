@@ -49,7 +49,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from bertcls.errors import UserError, exit_on_user_error
-from bertcls.model.classifier import BACKENDS, TrainedClassifier
+from bertcls.model.classifier import AUTO, BACKEND_CHOICES, TrainedClassifier, pick_fastest
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +64,10 @@ class ServeArguments:
     backend: str | None = field(
         default=None,
         metadata={
-            "help": "torch, torch_bf16 (bf16 autocast: fastest on CPUs with AVX512-BF16 or AMX; see the export's "
-            "report) or onnx (default: the one the folder holds weights for).",
-            "choices": list(BACKENDS),
+            "help": "torch, torch_bf16 (bf16 autocast: fastest on CPUs with AVX512-BF16 or AMX), onnx, or auto: on a "
+            "run's folder the faster of torch and torch_bf16 on the run's own test rows, bf16 only where it chooses "
+            "fp32's label on 99% of them (logged with the figures). Default: the one the folder holds weights for.",
+            "choices": list(BACKEND_CHOICES),
         },
     )
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface)."})
@@ -699,7 +700,32 @@ def load(args: ServeArguments):
         import torch
 
         torch.set_num_threads(args.threads)
-    return TrainedClassifier.load(args.model_name_or_path, args.device, args.backend, args.threads)
+    backend = None if args.backend == AUTO else args.backend
+    classifier = TrainedClassifier.load(args.model_name_or_path, args.device, backend, args.threads)
+    if args.backend == AUTO:
+        texts, pairs = own_rows(classifier)
+        classifier, _ = pick_fastest(classifier, texts, pairs)
+    return classifier
+
+
+AUTO_ROWS = 64
+
+
+def own_rows(classifier) -> tuple[list, list | None]:
+    """The first AUTO_ROWS texts of the run's own test (else validation) file, for --backend auto; none if the run
+    names no file that exists (auto then keeps torch fp32, and says so)."""
+    from bertcls.data.loading import read_file, standardize
+    from bertcls.shipping.export import default_check_file
+
+    data_args = classifier.data_args()
+    try:
+        path = default_check_file(classifier.path)
+    except UserError as e:
+        logger.warning("--backend auto: %s; serving torch fp32", e.message)
+        return [], None
+    raw, source = read_file(path, data_args)
+    rows, _ = standardize(raw.select(range(min(AUTO_ROWS, len(raw)))), source, data_args, labels=None, split="test")
+    return rows["text"], rows["text_pair"] if "text_pair" in rows.column_names else None
 
 
 @exit_on_user_error
