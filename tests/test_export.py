@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bertcls.errors import UserError
-from bertcls.model.classifier import EXPORT_KEY, TrainedClassifier, load_trained_model
+from bertcls.model.classifier import EXPORT_KEY, TrainedClassifier, cpu_has_bf16, load_trained_model
 from bertcls.model.heads import HEAD_KEY
 from bertcls.shipping import export, predict
 
@@ -146,6 +146,26 @@ def test_int8_export_runs_and_reports(runs, tmp_path_factory, tmp_path):
         assert 0 <= entry["max_abs_prob_diff"] < 1 and entry["rows_per_s"] > 0
         assert set(entry["scores"]) == {"metric", "accuracy", "f1_macro", "samples"}
     assert report["onnx_fp32"]["agreement"] == 1.0
+    int8 = report["onnx_int8"]
+    assert int8["min_agreement"] == 0.99 and 0.99 <= int8["agreement_with_fp32"] <= 1
+    dependence = int8["batch_dependence"]
+    assert dependence["batch_sizes"] == [1, 32] and dependence["rows"] == CHECK_ROWS
+    assert dependence["flipped_rows"] == round(dependence["flip_rate"] * CHECK_ROWS)
+    # The thread count the report names is the one ONNX Runtime was given (it ignores OMP_NUM_THREADS).
+    assert report["threads"]["onnxruntime_intra_op"] == report["threads"]["torch"] == 1
+    session = TrainedClassifier.load(str(onnx_dir), threads=2).backend.session
+    assert session.get_session_options().intra_op_num_threads == 2
+    effect = report["optimize"]  # --optimize timed against the same graph without it, in interleaved rounds
+    assert effect["rounds"] == 3 and effect["slower"] == (effect["speedup"] < 1)
+    medians = [effect[f"{k}_rows_per_s"]["median"] for k in ("optimized", "unoptimized")]
+    assert effect["speedup"] == pytest.approx(medians[0] / medians[1])
+    assert not (onnx_dir / "unoptimized.onnx").exists()
+    fastest = report["fastest"]
+    candidates = [n for n, f in fastest["figures"].items() if f["within_gates"]]
+    assert fastest["form"] == max(candidates, key=lambda n: report[n]["rows_per_s"])
+    if cpu_has_bf16():
+        bf16 = report["torch_bf16"]
+        assert 0 <= bf16["agreement"] <= 1 and bf16["rows_per_s"] > 0
     ops = {node.op_type for node in onnx.load(str(onnx_dir / "model.onnx")).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}, ops
     with open(onnx_dir / "config.json") as f:
@@ -195,3 +215,141 @@ def test_export_refusals(runs, exports, tmp_path):
         TrainedClassifier.load(str(exports["single"]), backend="torch")
     assert TrainedClassifier.load(str(exports["single"])).backend.name == "onnx"
     assert TrainedClassifier.load(str(run)).backend.name == "torch"
+
+
+def tree(folder) -> dict:
+    """Every file under `folder` with its bytes: what "left byte for byte as it was" compares."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_dir_that_would_lose_the_model_is_refused(runs, tmp_path):
+    parent = tmp_path / "parent"
+    run = parent / "run"
+    shutil.copytree(runs["single"], run)
+    (parent / "notes.txt").write_text("mine")
+    before = tree(parent)
+    cases = [
+        (parent, "holds the folder being exported"),  # the reported case: it deleted parent/run and every file
+        (run, "is the folder being exported"),
+        (run / "onnx", "lies inside the folder being exported"),
+    ]
+    for out, message in cases:
+        with pytest.raises(UserError, match=message):
+            export.export(export.ExportArguments(str(run), str(out), overwrite_output_dir=True))
+    other = tmp_path / "results"  # a folder that is not an export: --overwrite_output_dir does not touch it
+    other.mkdir()
+    (other / "table.csv").write_text("a,b\n")
+    with pytest.raises(UserError, match="is not an earlier export .*replaces only an export folder"):
+        export.export(export.ExportArguments(str(run), str(other), overwrite_output_dir=True))
+    assert tree(parent) == before and (other / "table.csv").read_text() == "a,b\n"
+
+
+def test_a_broken_export_over_an_earlier_one_leaves_it_byte_for_byte(runs, exports, tmp_path, monkeypatch):
+    earlier = tmp_path / "onnx"
+    shutil.copytree(exports["single"], earlier)
+    before = tree(earlier)
+    original = export.LogitsOnly.forward
+    with monkeypatch.context() as patched:
+        patched.setattr(export.LogitsOnly, "forward", lambda self, *inputs: -original(self, *inputs))
+        with pytest.raises(SystemExit):
+            export.main(
+                ["--model_name_or_path", str(runs["single"]), "--output_dir", str(earlier), "--overwrite_output_dir"]
+            )
+    assert tree(earlier) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # no staging folder left beside it
+    # A good export replaces it.
+    export.main(
+        [
+            "--model_name_or_path",
+            str(runs["single"]),
+            "--output_dir",
+            str(earlier),
+            "--overwrite_output_dir",
+            "--check_rows",
+            "50",
+        ]
+    )
+    assert json.loads((earlier / "export_report.json").read_text())["rows"] == 50
+
+
+def test_tokenizer_json_alone_builds_inputs_the_graph_takes(runs, exports):
+    """A consumer with tokenizer.json and model.onnx only (tokenizers + onnxruntime, as a Rust service has them):
+    a long pair is cut at the trained 32 tokens, nothing is padded, and the graph answers what predict answers."""
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    folder = exports["pair"]
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    long_a, long_b = "英雄联盟什么英雄最好" * 20, "我想知道" * 30
+    enc = tokenizer.encode(long_a, long_b)
+    assert len(enc.ids) == 32 and 1 in enc.type_ids
+    assert len(tokenizer.encode("很好").ids) == 4  # [CLS] 很 好 [SEP]: no padding
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {
+        "input_ids": np.array([enc.ids], dtype=np.int64),
+        "token_type_ids": np.array([enc.type_ids], dtype=np.int64),
+        "attention_mask": np.array([enc.attention_mask], dtype=np.int64),
+    }
+    logits = session.run(None, feed)[0]
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    expected = TrainedClassifier.load(str(folder)).predict_texts([long_a], [long_b])
+    assert np.allclose(probs, expected, atol=1e-5)
+    report = json.loads((folder / "export_report.json").read_text())
+    assert report["exported"]["tokenizer"] == {
+        "truncation": "longest_first",
+        "max_length": 32,
+        "direction": "right",
+        "padding": None,
+        "as_trained": True,
+    }
+
+
+def negated_quantize(original):
+    """quantize_graph, then the graph's logits negated: an int8 export that picks the other label on every row."""
+
+    def quantize(source, target):
+        original(source, target)
+        model = onnx.load(target)
+        output = model.graph.output[0].name
+        for node in model.graph.node:
+            node.output[:] = [f"{o}_raw" if o == output else o for o in node.output]
+        model.graph.node.append(onnx.helper.make_node("Neg", [f"{output}_raw"], [output]))
+        onnx.save(model, target)
+
+    return quantize
+
+
+def test_an_int8_export_below_the_agreement_gate_is_refused_without_labels(runs, tmp_path, monkeypatch, capsys):
+    """An unlabelled check file has no metric to fall: the agreement with the fp32 export is the gate."""
+    rows = pd.read_csv(check_file(runs["single"]), sep="\t", quoting=3, dtype=str)
+    unlabelled = tmp_path / "unlabelled.tsv"
+    rows[["text_a"]].to_csv(unlabelled, sep="\t", index=False)
+    monkeypatch.setattr(export, "quantize_graph", negated_quantize(export.quantize_graph))
+    out = tmp_path / "int8"
+    argv = ["--model_name_or_path", str(runs["single"]), "--output_dir", str(out), "--quantize", "int8"]
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([*argv, "--check_file", str(unlabelled)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "onnx_int8 chooses the same label as the fp32 export on 0.00% of 120 check rows" in err, err
+    assert "under --min_agreement 0.99" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--quantise", "int8"], "unknown argument(s) --quantise int8. Fix: did you mean --quantize?"),
+        (["--check_row", "5"], "unknown argument(s) --check_row 5"),  # no abbreviations
+        (["--min_agreement", "2"], "--min_agreement must be in [0, 1], got 2.0"),
+        (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+        (["--quantize", "int4"], "invalid choice: 'int4'"),
+    ],
+)
+def test_flag_errors_are_one_line(flags, message, runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--model_name_or_path", str(runs["single"]), "--output_dir", str(tmp_path / "x"), *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 2, err
+    assert not (tmp_path / "x").exists()

@@ -82,9 +82,10 @@ RANGES = {
 }
 
 
-def check_ranges(args) -> None:
-    """Every numeric field of `args` named in RANGES lies in its range, else one UserError naming the flag."""
-    for name, (low, high, low_in, high_in) in RANGES.items():
+def check_ranges(args, ranges: dict | None = None) -> None:
+    """Every numeric field of `args` named in `ranges` (default: RANGES, the training flags'), as (low, high,
+    low included, high included), lies in its range, else one UserError naming the flag."""
+    for name, (low, high, low_in, high_in) in (RANGES if ranges is None else ranges).items():
         values = getattr(args, name, None)
         for value in values if isinstance(values, list) else [values]:
             if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):

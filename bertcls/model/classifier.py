@@ -9,6 +9,7 @@ A pretrained checkpoint (what a user starts from, its head untrained) is checkpo
 import dataclasses
 import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -107,24 +108,41 @@ def _not_fine_tuned(path: str, why: str) -> UserError:
 
 
 class TorchBackend:
-    """Forward passes of the torch model under inference_mode, on `device` (default: cuda when available)."""
+    """Forward passes of the torch model under inference_mode, on `device` (default: cuda when available);
+    `bf16`: under bf16 autocast (weights stay fp32; matrix products run in bf16)."""
 
-    name = "torch"
     tensor_type = "pt"
 
-    def __init__(self, model: PreTrainedModel, device: str | None = None):
+    def __init__(self, model: PreTrainedModel, device: str | None = None, bf16: bool = False):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
+        self.bf16 = bf16
+        self.name = "torch_bf16" if bf16 else "torch"
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> np.ndarray:
-        output = self.model(**{k: v.to(self.device) for k, v in batch.items()})
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            output = self.model(**{k: v.to(self.device) for k, v in batch.items()})
         return output.logits.float().cpu().numpy()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays on the CPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 ONNX_FILE = "model.onnx"  # an export folder's model (bertcls.shipping.export); its config.json says how it was made
 EXPORT_KEY = "bertcls_export"
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "torch_bf16", "onnx")
+AUTO = "auto"  # --backend auto: the fastest backend within the parity gate, measured on the user's rows (pick_fastest)
+BACKEND_CHOICES = (*BACKENDS, AUTO)
+AUTO_MIN_AGREEMENT = 0.99  # share of rows on which a faster form must choose the label torch fp32 chooses
+AUTO_ROUNDS = 3
 
 
 class OnnxBackend:
@@ -141,6 +159,7 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        self.threads = threads or "onnxruntime's default (one per physical core)"
         self.path = path
         self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -198,7 +217,7 @@ class TrainedClassifier:
             if device not in (None, "cpu"):
                 raise UserError(f"--backend onnx runs on the CPU, not on {device}", fix="drop --device")
             return cls(path, *_load_onnx(path, threads))
-        if backend != "torch":
+        if backend not in ("torch", "torch_bf16"):
             raise UserError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
         if folder_backend(path) == "onnx":
             raise UserError(
@@ -207,7 +226,7 @@ class TrainedClassifier:
             )
         model = load_trained_model(path)
         tokenizer = load_tokenizer(path, config=model.config)
-        return cls(path, model.config, tokenizer, TorchBackend(model, device))
+        return cls(path, model.config, tokenizer, TorchBackend(model, device, bf16=backend == "torch_bf16"))
 
     @property
     def model(self) -> PreTrainedModel:
@@ -259,9 +278,9 @@ class TrainedClassifier:
             logits = aggregate_windows(logits, encoded["row"][:], num_rows, data_args.window_aggregation)
         return logits
 
-    def _forward(self, take, lengths: np.ndarray, batch_size: int) -> np.ndarray:
+    def _forward(self, take, lengths: np.ndarray, batch_size: int, progress: bool = True) -> np.ndarray:
         """Logits of every row, `take(row_indices)` giving their model inputs as columns. Rows run longest first
-        (batches of similar length need little padding) and come back in row order."""
+        (batches of similar length need little padding) and come back in row order; `progress`: a tqdm bar."""
         from tqdm.auto import tqdm
 
         if batch_size < 1:
@@ -270,7 +289,7 @@ class TrainedClassifier:
         collator = DataCollatorWithPadding(self.tokenizer, return_tensors=self.backend.tensor_type)
         logits = np.empty((len(order), self.config.num_labels), dtype=np.float32)
         steps = range(0, len(order), batch_size)
-        for start in tqdm(steps, desc="Predicting", unit="batch", disable=len(steps) < 2):
+        for start in tqdm(steps, desc="Predicting", unit="batch", disable=len(steps) < 2 or not progress):
             rows = order[start : start + batch_size]
             logits[rows] = self.backend(collator(_as_rows(take(rows))))
         return logits
@@ -283,6 +302,12 @@ class TrainedClassifier:
     def predict_texts(self, texts: list[str], pairs: list[str] | None = None, data_args=None, batch_size=64):
         """Probabilities for in-memory texts (the server's path): the same encoders, without a datasets round trip."""
         data_args = data_args or self.data_args()
+        encoded = self.encode_texts(texts, pairs, data_args)
+        return self.probabilities(self.combine(self.forward_features(encoded, batch_size), encoded, data_args))
+
+    def encode_texts(self, texts: list[str], pairs: list[str] | None, data_args) -> dict:
+        """Model inputs of in-memory texts as columns (one row per text, or per window under --sliding_window), with
+        each row's `length` and, for windows, the `row` of the text it came from."""
         batch = {"text": list(texts)}
         if pairs is not None:
             batch["text_pair"] = list(pairs)
@@ -291,16 +316,67 @@ class TrainedClassifier:
             encoded = WindowEncoder(self.tokenizer, data_args)(batch, indices)
         else:
             encoded = Encoder(self.tokenizer, data_args)(batch, indices)
+        encoded["texts"] = len(texts)
+        return encoded
+
+    def forward_features(self, encoded: dict, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+        """Logits of every model-input row of `encoded` (encode_texts' columns), in row order."""
         columns = [k for k in MODEL_INPUTS if k in encoded]
-        logits = self._forward(
-            lambda rows: {k: [encoded[k][i] for i in rows] for k in columns}, np.asarray(encoded["length"]), batch_size
-        )
+        take = lambda rows: {k: [encoded[k][i] for i in rows] for k in columns}  # noqa: E731
+        return self._forward(take, np.asarray(encoded["length"]), batch_size, progress)
+
+    @staticmethod
+    def combine(logits: np.ndarray, encoded: dict, data_args) -> np.ndarray:
+        """One row of logits per text: windows are combined by --window_aggregation."""
         if data_args.sliding_window:
-            logits = aggregate_windows(logits, encoded["row"], len(texts), data_args.window_aggregation)
-        return self.probabilities(logits)
+            return aggregate_windows(logits, encoded["row"], encoded["texts"], data_args.window_aggregation)
+        return logits
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return probabilities(logits, self.labels.multi_label)
+
+
+def pick_fastest(fp32: TrainedClassifier, texts, pairs=None, data_args=None) -> tuple[TrainedClassifier, dict]:
+    """--backend auto, given the folder loaded on its own backend: an export folder stays on ONNX Runtime; a run's
+    folder runs on torch fp32, or on torch bf16 autocast where the CPU has bf16 instructions, bf16 chooses the label
+    fp32 chooses on at least AUTO_MIN_AGREEMENT of `texts` (the user's own rows) and is faster on them (median of
+    interleaved rounds). Returns the classifier and the figures it was chosen by."""
+    if fp32.backend.name == "onnx":
+        return fp32, {"chosen": "onnx", "why": "an export folder runs on ONNX Runtime"}
+    if fp32.backend.device.type != "cpu" or not cpu_has_bf16() or not len(texts):
+        why = "no bf16 instructions on this CPU" if not cpu_has_bf16() else "nothing to measure bf16 on"
+        return fp32, {"chosen": "torch", "why": why}
+    path = fp32.path
+    model = fp32.model
+    bf16 = TrainedClassifier(path, fp32.config, fp32.tokenizer, TorchBackend(model, "cpu", bf16=True))
+    data_args = data_args or fp32.data_args()
+    encoded = fp32.encode_texts(list(texts), list(pairs) if pairs is not None else None, data_args)
+    decision = fp32.decision(data_args)
+    speeds, decided = {"torch": [], "torch_bf16": []}, {}
+    for _ in range(AUTO_ROUNDS):
+        for name, classifier in (("torch", fp32), ("torch_bf16", bf16)):
+            start = time.perf_counter()
+            logits = classifier.forward_features(encoded, 32, progress=False)
+            speeds[name].append(len(encoded["length"]) / (time.perf_counter() - start))
+            decided[name] = decision(classifier.probabilities(classifier.combine(logits, encoded, data_args)))
+    same = decided["torch"] == decided["torch_bf16"]
+    agreement = float((same.all(axis=-1) if same.ndim > 1 else same).mean())
+    figures = {name: float(np.median(v)) for name, v in speeds.items()}
+    faster = figures["torch_bf16"] > figures["torch"]
+    chosen = "torch_bf16" if faster and agreement >= AUTO_MIN_AGREEMENT else "torch"
+    report = {"chosen": chosen, "rows": len(texts), "rows_per_s": figures, "bf16_agreement": agreement}
+    report["min_agreement"] = AUTO_MIN_AGREEMENT
+    logger.info(
+        "--backend auto: %s (on %d rows: torch fp32 %.1f, torch bf16 %.1f model inputs/s; bf16 agrees on %.2f%%, "
+        "at least %.0f%% needed)",
+        chosen,
+        len(texts),
+        figures["torch"],
+        figures["torch_bf16"],
+        100 * agreement,
+        100 * AUTO_MIN_AGREEMENT,
+    )
+    return (bf16 if chosen == "torch_bf16" else fp32), report
 
 
 def gold_scores(gold, predicted: np.ndarray, labels: LabelSpace, positive: int | None = None) -> dict | None:

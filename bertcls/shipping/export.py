@@ -35,19 +35,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import HfArgumentParser
 
-from bertcls.config.arguments import DataArguments
+from bertcls.config.arguments import DataArguments, check_ranges
+from bertcls.config.recipes import parse_args
 from bertcls.data.loading import check_columns, read_file, standardize
 from bertcls.errors import UserError, exit_on_user_error
 from bertcls.files import umask, write_json
 from bertcls.logs import setup_logging
-from bertcls.model.classifier import EXPORT_KEY, MODEL_INPUTS, ONNX_FILE, TrainedClassifier, gold_scores
+from bertcls.model.classifier import (
+    EXPORT_KEY,
+    MODEL_INPUTS,
+    ONNX_FILE,
+    OnnxBackend,
+    TorchBackend,
+    TrainedClassifier,
+    cpu_has_bf16,
+    gold_scores,
+)
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "export_report.json"
 MAX_FP32_DISAGREEMENT = 0.001  # share of rows whose fp32 prediction may differ from PyTorch's
+# (low, high, low included, high included), checked as the training flags are (config.arguments.check_ranges)
+RANGES = {
+    "check_rows": (1, None, True, True),
+    "batch_size": (1, None, True, True),
+    "threads": (1, None, True, True),
+    "max_metric_drop": (0, 100, True, True),
+    "min_agreement": (0, 1, True, True),
+}
 OPSET = 17  # LayerNormalization is a single op from 17 on
 
 
@@ -72,6 +89,13 @@ class ExportArguments:
         default=1.0,
         metadata={"help": "Fail when the export's metric on labelled check rows is more points below PyTorch's."},
     )
+    min_agreement: float = field(
+        default=0.99,
+        metadata={
+            "help": "--quantize int8: fail when int8 and the fp32 export choose the same label on fewer than this "
+            "share of the check rows (labelled or not)."
+        },
+    )
     text_column: str | None = field(
         default=None, metadata={"help": "Text column of --check_file (default: as in training)."}
     )
@@ -85,9 +109,18 @@ class ExportArguments:
     encoding: str = field(default="utf-8", metadata={"help": "Text encoding of --check_file."})
     batch_size: int = field(default=32, metadata={"help": "Rows per forward pass in the check."})
     threads: int | None = field(
-        default=None, metadata={"help": "CPU threads for both PyTorch and ONNX Runtime in the check (default: all)."}
+        default=None,
+        metadata={
+            "help": "CPU threads for both PyTorch and ONNX Runtime (intra-op) in the check (default: torch's count)."
+        },
     )
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing export folder."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace --output_dir if it is an earlier export (it holds export_report.json); any other folder "
+            "is refused. The earlier export is replaced only once the new one has passed its checks."
+        },
+    )
 
 
 class LogitsOnly(torch.nn.Module):
@@ -242,8 +275,9 @@ def compare(reference: np.ndarray, probs: np.ndarray, labels, decision) -> dict:
     }
 
 
-def check_export(name, classifier, reference, encoded, rows, data_args, gold, args, report) -> None:
-    """Run one export on the check rows, add its figures to `report[name]`, and fail when it is broken."""
+def check_export(name, classifier, reference, encoded, rows, data_args, gold, args, report, fp32=None):
+    """Run one export on the check rows, add its figures to `report[name]`, and fail when it is broken; returns its
+    probabilities. `fp32`: the fp32 export's probabilities, which a quantized export must agree with."""
     labels, decision = classifier.labels, classifier.decision(data_args)
     try:
         probs, speed = timed_probabilities(classifier, encoded, rows, data_args, args.batch_size)
@@ -277,6 +311,17 @@ def check_export(name, classifier, reference, encoded, rows, data_args, gold, ar
             f"{MAX_FP32_DISAGREEMENT:.1%} allowed: the export is broken",
             fix="report it with the model's config.json; meanwhile serve the PyTorch folder (--backend torch)",
         )
+    if fp32 is not None:
+        against = compare(fp32, probs, labels, decision)
+        entry["agreement_with_fp32"] = against["agreement"]
+        entry["min_agreement"] = args.min_agreement
+        entry["batch_dependence"] = batch_dependence(classifier, encoded, rows, data_args, probs, args.batch_size)
+        if against["agreement"] < args.min_agreement:
+            raise UserError(
+                f"{name} chooses the same label as the fp32 export on {against['agreement']:.2%} of {len(rows)} check "
+                f"rows (rows {against['disagreeing_rows'][:5]}), under --min_agreement {args.min_agreement}",
+                fix="export without --quantize (fp32), or lower --min_agreement if you accept that",
+            )
     if scores and entry["metric_drop_points"] > args.max_metric_drop:
         raise UserError(
             f"{name} scores {scores['metric']} {scores[scores['metric']]:.4f} on the check rows, "
@@ -284,22 +329,130 @@ def check_export(name, classifier, reference, encoded, rows, data_args, gold, ar
             f"{args.max_metric_drop})",
             fix="export without --quantize (fp32), or raise --max_metric_drop if the check file is small",
         )
+    return probs
+
+
+TIMING_ROUNDS = 3
+TIMING_ROWS = 128
+
+
+def optimize_effect(optimized, unoptimized, encoded, rows, data_args, batch_size: int) -> dict:
+    """rows/s of the shipped graph with and without --optimize, in interleaved rounds (median and range), and a
+    warning when the optimizer made it slower: on some CPUs its fused int8 kernels lose to the plain graph."""
+    if len(rows) > TIMING_ROWS:  # a sample keeps the extra passes affordable for a large model and check file
+        rows = rows.select(range(TIMING_ROWS))
+        encoded = optimized.encode(rows, data_args)
+    speeds = {"optimized": [], "unoptimized": []}
+    for _ in range(TIMING_ROUNDS):
+        for name, classifier in (("unoptimized", unoptimized), ("optimized", optimized)):
+            start = time.perf_counter()
+            classifier.logits(encoded, len(rows), data_args, batch_size)
+            speeds[name].append(len(rows) / (time.perf_counter() - start))
+    effect = {
+        f"{name}_rows_per_s": {"median": float(np.median(v)), "min": min(v), "max": max(v)}
+        for name, v in speeds.items()
+    }
+    ratio = effect["optimized_rows_per_s"]["median"] / effect["unoptimized_rows_per_s"]["median"]
+    effect.update(rounds=TIMING_ROUNDS, rows=len(rows), speedup=ratio, slower=ratio < 1)
+    if ratio < 1:
+        logger.warning(
+            "--optimize made this export slower here: %.1f rows/s against %.1f without it (median of %d rounds); "
+            "export without --optimize",
+            effect["optimized_rows_per_s"]["median"],
+            effect["unoptimized_rows_per_s"]["median"],
+            TIMING_ROUNDS,
+        )
+    return effect
+
+
+def fastest_form(report: dict, args: ExportArguments) -> dict:
+    """The fastest of the forms measured on the check rows that stays within the gates (agreement with PyTorch of
+    at least --min_agreement, metric drop at most --max_metric_drop), with the figures it was chosen by."""
+    figures = {}
+    for name in ("torch", "torch_bf16", "onnx_fp32", f"onnx_{args.quantize}" if args.quantize else None):
+        entry = report.get(name)
+        if not entry:
+            continue
+        within = name == "torch" or (
+            entry.get("agreement_with_fp32", entry["agreement"]) >= args.min_agreement
+            and entry.get("metric_drop_points", 0) <= args.max_metric_drop
+        )
+        figures[name] = {"rows_per_s": entry["rows_per_s"], "within_gates": within}
+    best = max((n for n, f in figures.items() if f["within_gates"]), key=lambda n: figures[n]["rows_per_s"])
+    how = {
+        "torch": "the run's folder (--backend torch)",
+        "torch_bf16": "the run's folder with --backend torch_bf16",
+    }.get(best, "this export folder")
+    return {"form": best, "serve": how, "figures": figures}
+
+
+def batch_dependence(classifier, encoded, rows, data_args, batched: np.ndarray, batch_size: int) -> dict:
+    """How often the same rows get another label at batch 1 than in batches of 32: dynamic int8 quantizes each
+    batch's activations with that batch's range, so a row's answer depends on its batch-mates."""
+    if len(rows) < 2:
+        return {"rows": len(rows), "flipped_rows": 0, "flip_rate": 0.0, "max_abs_prob_diff": 0.0}
+    at_32 = batched
+    if batch_size != 32:  # `batched` ran at --batch_size
+        at_32 = classifier.probabilities(classifier.logits(encoded, len(rows), data_args, 32))
+    alone = classifier.probabilities(classifier.logits(encoded, len(rows), data_args, 1))
+    decision = classifier.decision(data_args)
+    differ = compare(at_32, alone, classifier.labels, decision)
+    flipped = round((1 - differ["agreement"]) * len(rows))
+    return {
+        "batch_sizes": [1, 32],
+        "rows": len(rows),
+        "flipped_rows": flipped,
+        "flip_rate": 1 - differ["agreement"],
+        "max_abs_prob_diff": differ["max_abs_prob_diff"],
+    }
 
 
 # -- the folder ----------------------------------------------------------------------------------------------------
 
 
 def check_output_dir(args: ExportArguments) -> None:
-    out, source = args.output_dir, args.model_name_or_path
-    if os.path.exists(out) and os.path.realpath(out) == os.path.realpath(source):
+    """Refuse an --output_dir whose replacement would lose work: the source folder itself, a folder inside it or
+    one holding it, a file, or a non-empty folder that is not an earlier export (--overwrite_output_dir replaces
+    only those)."""
+    out, source = os.path.realpath(args.output_dir), os.path.realpath(args.model_name_or_path)
+    fix = "pass an --output_dir outside the model folder, e.g. beside it"
+    if out == source:
+        raise UserError(f"--output_dir {args.output_dir} is the folder being exported", fix=fix)
+    if os.path.commonpath([out, source]) == source:
+        raise UserError(f"--output_dir {args.output_dir} lies inside the folder being exported", fix=fix)
+    if os.path.commonpath([out, source]) == out:
         raise UserError(
-            f"--output_dir {out} is the folder being exported", fix="pass another --output_dir for the export"
+            f"--output_dir {args.output_dir} holds the folder being exported ({args.model_name_or_path}): replacing "
+            "it would delete the model",
+            fix=fix,
         )
-    if os.path.isfile(out) or (os.path.isdir(out) and os.listdir(out) and not args.overwrite_output_dir):
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--output_dir {args.output_dir} is a file", fix="pass a folder path for the export")
+    if not (os.path.isdir(out) and os.listdir(out)):
+        return
+    if not args.overwrite_output_dir:
         raise UserError(
-            f"--output_dir {out} exists and is not empty",
-            fix="pass --overwrite_output_dir to replace it, or choose another --output_dir",
+            f"--output_dir {args.output_dir} exists and is not empty",
+            fix="pass --overwrite_output_dir to replace an earlier export there, or choose another --output_dir",
         )
+    if not is_export_folder(out):
+        raise UserError(
+            f"--output_dir {args.output_dir} is not an earlier export (it has no {REPORT_FILE} and {ONNX_FILE}): "
+            "--overwrite_output_dir replaces only an export folder",
+            fix="choose another --output_dir, or move that folder's files away yourself",
+        )
+
+
+def is_export_folder(folder: str) -> bool:
+    """Whether `folder` is what this command writes: model.onnx, export_report.json, and a config that says so."""
+    config = os.path.join(folder, "config.json")
+    if not all(os.path.isfile(os.path.join(folder, f)) for f in (REPORT_FILE, ONNX_FILE, "config.json")):
+        return False
+    try:
+        with open(config, encoding="utf-8") as f:
+            return EXPORT_KEY in json.load(f)
+    except (OSError, ValueError):
+        return False
 
 
 def replace_folder(staging: str, out: str) -> None:
@@ -315,11 +468,11 @@ def replace_folder(staging: str, out: str) -> None:
 
 def export(args: ExportArguments) -> dict:
     """Export, check and write the folder; returns the report."""
+    check_ranges(args, RANGES)
     check_output_dir(args)
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # One thread count for every backend, so their speeds compare: ONNX Runtime ignores torch's and OMP's settings.
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     torch_classifier = TrainedClassifier.load(args.model_name_or_path, device="cpu", backend="torch")
     check_file, data_args, rows, gold = check_rows(torch_classifier, args)
     labels, decision = torch_classifier.labels, torch_classifier.decision(data_args)
@@ -331,12 +484,25 @@ def export(args: ExportArguments) -> dict:
         "rows": len(rows),
         "labelled_rows": 0 if gold is None else len(gold),
         "batch_size": args.batch_size,
-        "threads": args.threads or torch.get_num_threads(),
+        "threads": {"torch": torch.get_num_threads()},
         "torch": {"rows_per_s": speed},
     }
     scores = gold_metric(gold, reference, labels, decision)
     if scores:
         report["torch"]["scores"] = scores
+    if cpu_has_bf16():  # the fastest form on such CPUs may be no export at all: measured, and gated alike
+        model = torch_classifier.model
+        bf16 = TrainedClassifier(
+            torch_classifier.path, model.config, torch_classifier.tokenizer, TorchBackend(model, "cpu", bf16=True)
+        )
+        probs, speed = timed_probabilities(bf16, encoded, rows, data_args, args.batch_size)
+        entry = {**compare(reference, probs, labels, decision), "rows_per_s": speed}
+        entry["speedup_over_torch"] = speed / report["torch"]["rows_per_s"]
+        bf16_scores = gold_metric(gold, probs, labels, decision)
+        if bf16_scores:
+            entry["scores"] = bf16_scores
+            entry["metric_drop_points"] = 100 * (scores[scores["metric"]] - bf16_scores[scores["metric"]])
+        report["torch_bf16"] = entry
 
     parent = os.path.dirname(os.path.abspath(args.output_dir))
     os.makedirs(parent, exist_ok=True)
@@ -351,7 +517,9 @@ def export(args: ExportArguments) -> dict:
             "opset": OPSET,
             "inputs": input_names(torch_classifier.tokenizer),
         }
+        plain = os.path.join(staging, "unoptimized.onnx")  # kept to time --optimize against; removed below
         if args.optimize:
+            shutil.copyfile(model_file, plain)
             made["fused_ops"] = optimize_graph(model_file, os.path.join(staging, "optimized.onnx"), config)
             os.replace(os.path.join(staging, "optimized.onnx"), model_file)
         made.update(
@@ -360,20 +528,30 @@ def export(args: ExportArguments) -> dict:
             exported_from=os.path.abspath(args.model_name_or_path),
             versions=_versions(),
         )
-        torch_classifier.tokenizer.save_pretrained(staging)
+        made["tokenizer"] = save_tokenizer(torch_classifier.tokenizer, data_args, staging)
         _save_config(config, made, staging)
         # Loaded back from the folder itself: its config and tokenizer files are all it needs to run.
-        shipped = TrainedClassifier.load(staging, backend="onnx", threads=args.threads)
-        check_export("onnx_fp32", shipped, reference, encoded, rows, data_args, gold, args, report)
+        shipped = TrainedClassifier.load(staging, backend="onnx", threads=threads)
+        report["threads"]["onnxruntime_intra_op"] = shipped.backend.threads
+        fp32 = check_export("onnx_fp32", shipped, reference, encoded, rows, data_args, gold, args, report)
         if args.quantize:
             quantize_graph(model_file, os.path.join(staging, "quantized.onnx"))
             os.replace(os.path.join(staging, "quantized.onnx"), model_file)
             made["precision"] = args.quantize
             _save_config(config, made, staging)
-            shipped = TrainedClassifier.load(staging, backend="onnx", threads=args.threads)
-            check_export(f"onnx_{args.quantize}", shipped, reference, encoded, rows, data_args, gold, args, report)
+            shipped = TrainedClassifier.load(staging, backend="onnx", threads=threads)
+            name = f"onnx_{args.quantize}"
+            check_export(name, shipped, reference, encoded, rows, data_args, gold, args, report, fp32=fp32)
+            if args.optimize:
+                quantize_graph(plain, os.path.join(staging, "quantized.onnx"))
+                os.replace(os.path.join(staging, "quantized.onnx"), plain)
+        if args.optimize:
+            unoptimized = TrainedClassifier(staging, shipped.config, shipped.tokenizer, OnnxBackend(plain, threads))
+            report["optimize"] = optimize_effect(shipped, unoptimized, encoded, rows, data_args, args.batch_size)
+            os.remove(plain)
         made["seconds"] = round(time.perf_counter() - start, 1)
         report["exported"] = made
+        report["fastest"] = fastest_form(report, args)
         _save_config(config, made, staging)
         write_json(os.path.join(staging, REPORT_FILE), report)
         os.chmod(staging, 0o777 & ~umask())  # mkdtemp made it private; the export is an ordinary folder
@@ -382,6 +560,27 @@ def export(args: ExportArguments) -> dict:
         if os.path.isdir(staging):
             shutil.rmtree(staging)
     return report
+
+
+def save_tokenizer(tokenizer, data_args, folder: str) -> dict:
+    """The tokenizer files, with tokenizer.json set to truncate where training did and to pad nothing, so a
+    consumer of tokenizer.json alone (tokenizers.Tokenizer.from_file, a Rust service) builds inputs the graph
+    takes. Returns what tokenizer.json does, for the report: head_tail and sliding windows are not expressible
+    there (such a consumer cuts the head only); bertcls predict and serve build them as in training."""
+    shipped = copy.deepcopy(tokenizer)
+    backend = shipped.backend_tokenizer
+    strategy = data_args.truncation if data_args.truncation in ("only_first", "only_second") else "longest_first"
+    backend.enable_truncation(data_args.max_seq_length, strategy=strategy, direction=data_args.truncation_side)
+    backend.no_padding()
+    shipped.save_pretrained(folder)
+    cut = "windows" if data_args.sliding_window else data_args.truncation
+    return {
+        "truncation": strategy,
+        "max_length": data_args.max_seq_length,
+        "direction": data_args.truncation_side,
+        "padding": None,
+        "as_trained": cut not in ("head_tail", "windows"),
+    }
 
 
 def _save_config(config, made: dict, folder: str) -> None:
@@ -403,12 +602,26 @@ def _versions() -> dict:
     }
 
 
+def shipped_name(args: ExportArguments) -> str:
+    return f"onnx_{args.quantize}" if args.quantize else "onnx_fp32"
+
+
 @exit_on_user_error
 def main(argv=None) -> dict:
     setup_logging()
-    (args,) = HfArgumentParser(ExportArguments).parse_args_into_dataclasses(args=argv)
+    (args,) = parse_args(argv, (ExportArguments,))
     report = export(args)
     shipped = report.get(f"onnx_{args.quantize}") if args.quantize else report["onnx_fp32"]
+    fastest = report["fastest"]
+    if fastest["form"] != shipped_name(args):
+        logger.warning(
+            "the fastest form on these check rows within the gates is %s (%.1f rows/s, against %.1f for this export):"
+            " serve %s",
+            fastest["form"],
+            fastest["figures"][fastest["form"]]["rows_per_s"],
+            shipped["rows_per_s"],
+            fastest["serve"],
+        )
     print(
         f"exported {args.model_name_or_path} to {args.output_dir} ({report['exported']['precision']}"
         f"{', optimized' if args.optimize else ''}): agrees with PyTorch on {shipped['agreement']:.2%} of "
