@@ -132,7 +132,10 @@ class ModelArguments:
     )
     use_fast_tokenizer: bool = field(
         default=True,
-        metadata={"help": "Use a fast (Rust) tokenizer when the model has one; false loads the Python tokenizer."},
+        metadata={
+            "help": "Use a fast (Rust) tokenizer (passed to AutoTokenizer; transformers 5 always builds the fast one "
+            "and ignores false)."
+        },
     )
     token: str | None = field(
         default=None,
@@ -702,6 +705,12 @@ def check_options(args) -> None:
         raise UserError(f"--max_steps must be -1 (train --num_train_epochs) or at least 1, got {args.max_steps}")
     if args.max_steps == -1 and args.do_train and not args.num_train_epochs > 0:
         raise UserError(f"--num_train_epochs must be above 0, got {args.num_train_epochs}", fix="or pass --max_steps")
+    if args.prediction_loss_only:
+        raise UserError(
+            "--prediction_loss_only: this script scores every evaluation and writes predictions from the model's "
+            "outputs, which that flag would drop",
+            fix="drop --prediction_loss_only (the evaluation loss is reported anyway, as eval_loss)",
+        )
     if args.find_label_issues and not args.kfold:
         raise UserError(
             "--find_label_issues needs out-of-fold probabilities, from k-fold training", fix="add --kfold 5"
