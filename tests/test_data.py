@@ -188,9 +188,9 @@ def test_max_samples_take_a_sample_of_that_size():
         ("   \n\n", {}, "data file is empty"),
         ("text,label\n", {}, "has a header line but no data rows"),
         (
-            "sentence,label\n好,1\n差,0\n",
+            "sent,label\n好,1\n差,0\n",
             {},
-            r"no column 'text' \(--text_column\); its columns are \['sentence', 'label'\]",
+            r"no column 'text' \(--text_column\); its columns are \['sent', 'label'\]",
         ),
         ("text,y\n好,1\n差,0\n", {}, r"no column 'label' \(--label_column\); its columns are \['text', 'y'\]"),
         ("text,label\n好,1\n差,0\n", {"text_pair_column": "text_b"}, r"no column 'text_b' \(--text_pair_column\)"),

@@ -203,7 +203,9 @@ def answers(probs: np.ndarray, classifier: TrainedClassifier, decision) -> list[
     out = []
     for row, choice in zip(probs, decided):
         probabilities = {name: float(p) for name, p in zip(names, row)}
-        if labels.multi_label:
+        if labels.regression:  # as pipeline() answers for a regression model: the value as the score
+            out.append({"label": names[0], "score": float(choice)})
+        elif labels.multi_label:
             out.append({"labels": [n for n, on in zip(names, choice) if on], "probabilities": probabilities})
         else:
             out.append({"label": names[choice], "score": float(row[choice]), "probabilities": probabilities})
