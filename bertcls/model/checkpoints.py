@@ -117,7 +117,8 @@ def load_config(model_args) -> PretrainedConfig:
     check_local_folder(name)
     if getattr(model_args, "config_name", None):  # --config_name: the config comes from elsewhere (reference)
         name = model_args.config_name
-        check_local_folder(name)
+        if is_local(name) and not os.path.isfile(os.path.join(name, CONFIG_FILE)) and not os.path.isfile(name):
+            raise UserError(f"--config_name {name}: no {CONFIG_FILE} there", fix="pass a folder holding config.json")
     if os.path.isdir(name) and not os.path.isfile(os.path.join(name, CONFIG_FILE)):
         # AutoConfig reads config.json only; Google's bert_config.json holds the same keys minus model_type.
         config = BertConfig.from_json_file(os.path.join(name, GOOGLE_CONFIG_FILE))
