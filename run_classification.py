@@ -138,10 +138,10 @@ def main(argv=None) -> dict:
         )
         probs = probabilities(logits, labels.multi_label)
         references = tokenized[split]["label"][:] if "label" in tokenized[split].column_names else None
-        if references is not None and not len(split_report_rows(references, labels)):
-            references = None  # every row unlabelled
         if references is not None:
-            results.update(metrics)
+            results.update(metrics)  # with test_unlabelled: the rows labelled -1 or not at all, predicted only
+            if not len(split_report_rows(references, labels)):
+                references = None
         if split == "validation" and metric and references is not None:  # --tune_threshold, never on test rows
             decision, tuned = thresholds.tune(probs, references, decision, metric)
             compute_metrics.decision = decision  # the test split is scored and predicted with it

@@ -482,7 +482,7 @@ def test_a_json_file_of_reference_key_names_is_the_only_argument(tiny_model, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert results["test_unlabelled"] == 32 and "test_accuracy" not in results  # predicted, not scored
-    frame = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
+    frame = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str, keep_default_na=False)
     # the file's own `prediction` column is kept; ours gets a free name
     assert list(frame.columns[:6]) == ["sentence1", "sentence2", "label", "prediction", "prediction_1", "score"]
     assert (frame["prediction"] == "theirs").all() and set(frame["prediction_1"]) <= {"0", "1"}
