@@ -486,4 +486,4 @@ def test_a_json_file_of_reference_key_names_is_the_only_argument(tiny_model, tmp
     # the file's own `prediction` column is kept; ours gets a free name
     assert list(frame.columns[:6]) == ["sentence1", "sentence2", "label", "prediction", "prediction_1", "score"]
     assert (frame["prediction"] == "theirs").all() and set(frame["prediction_1"]) <= {"0", "1"}
-    assert "written as 'prediction_1'" in done.stderr
+    assert "the model's column is written as 'prediction_1'" in done.stdout  # logged
