@@ -487,3 +487,36 @@ def test_a_json_file_of_reference_key_names_is_the_only_argument(tiny_model, tmp
     assert list(frame.columns[:6]) == ["sentence1", "sentence2", "label", "prediction", "prediction_1", "score"]
     assert (frame["prediction"] == "theirs").all() and set(frame["prediction_1"]) <= {"0", "1"}
     assert "the model's column is written as 'prediction_1'" in done.stdout  # logged
+
+
+def test_a_test_files_own_prediction_columns_are_kept():
+    from bertcls.data.labels import LabelSpace
+    from bertcls.evaluation.metrics import Decision
+    from bertcls.evaluation.outputs import predictions_frame
+
+    rows = pd.DataFrame({"text": ["好", "差"], "prediction": ["x", "y"], "score": [9, 8]})
+    probs = np.array([[0.2, 0.8], [0.9, 0.1]])
+    frame = predictions_frame(rows, probs, LabelSpace(("neg", "pos")), Decision())
+    assert list(frame.columns) == ["text", "prediction", "score", "prediction_1", "score_1", "prob_neg", "prob_pos"]
+    assert frame["prediction"].tolist() == ["x", "y"] and frame["prediction_1"].tolist() == ["pos", "neg"]
+
+
+def test_the_best_regression_checkpoint_has_the_lowest_mse():
+    from bertcls.evaluation.metrics import ComputeMetrics, Decision
+    from bertcls.training.trainer import check_metric_for_best_model
+
+    training = parse("--load_best_model_at_end")[2]
+    check_metric_for_best_model(training, ComputeMetrics(1, decision=Decision(regression=True)))
+    assert training.metric_for_best_model == "mse" and training.greater_is_better is False
+    training = parse("--load_best_model_at_end", "--metric_for_best_model", "pearson")[2]
+    check_metric_for_best_model(training, ComputeMetrics(1, decision=Decision(regression=True)))
+    assert training.metric_for_best_model == "pearson" and training.greater_is_better is True
+
+
+def test_bf16_with_no_gpu_runs_on_a_bf16_cpu(caplog):
+    import torch
+
+    if torch.cuda.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("needs a CPU with avx512_bf16 or AMX and no GPU")
+    training = parse("--bf16")[2]
+    assert training.bf16 and training.use_cpu
