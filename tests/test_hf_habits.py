@@ -520,3 +520,29 @@ def test_bf16_with_no_gpu_runs_on_a_bf16_cpu(caplog):
         pytest.skip("needs a CPU with avx512_bf16 or AMX and no GPU")
     training = parse("--bf16")[2]
     assert training.bf16 and training.use_cpu
+
+
+def test_an_optimizer_whose_package_is_missing_is_one_line_before_any_data():
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed")
+    with pytest.raises(UserError, match="--optim adamw_bnb_8bit: You need to install `bitsandbytes`"):
+        parse("--optim", "adamw_bnb_8bit")
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--fsdp", "full_shard"], "Using fsdp only works in distributed training"),
+        (["--torch_compile", "--torch_compile_backend", "nope"], "'NOPE' is not a valid DynamoBackend"),
+    ],
+)
+def test_the_trainers_own_refusals_are_one_line(tiny_model, write, tmp_path, capsys, flags, message):
+    train = write("train.tsv", "text\tlabel\n好\t1\n差\t0\n")
+    argv = cli(model_name_or_path=tiny_model, train_file=train, output_dir=tmp_path / "o", max_steps=1)
+    with pytest.raises(SystemExit) as exit_info:
+        run_classification.main([*argv, "--validation_split_percentage", "0", *flags])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "the Trainer refuses these arguments" in err and message in err
+    assert "Traceback" not in err

@@ -661,6 +661,7 @@ class ClassificationTrainingArguments(TrainingArguments):
             self.metric_for_best_model = "f1_macro"  # the Trainer's default, eval loss, rarely tracks the score
         super().__post_init__()
         check_report_to(self)
+        check_optimizer(self)
         if launched > 1 and self.world_size != launched:
             raise UserError(
                 f"{launched} processes were launched but the Trainer set up a world of {self.world_size} "
@@ -737,6 +738,20 @@ def check_precision(args) -> None:
         )
     _warn_once("--bf16 with no GPU: training in bf16 on the CPU (avx512_bf16 / AMX instructions), as --use_cpu")
     args.use_cpu = True
+
+
+def check_optimizer(args) -> None:
+    """--optim names an optimizer whose package (bitsandbytes, torchao ...) may be missing: the Trainer finds out
+    only when training starts, after the data is read. Optimizers that need the model to be built are left to it."""
+    from transformers import Trainer
+
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args)
+    except ImportError as e:
+        text = " ".join(str(e).split())
+        raise UserError(f"--optim {_value(args.optim)}: {text}", fix="install it, or pick another --optim") from None
+    except (ValueError, TypeError, AttributeError):
+        pass
 
 
 # Logging integrations whose packages an extra of bertcls installs (setup.cfg extras_require).

@@ -215,6 +215,18 @@ def build_trainer(
     callbacks = list(callbacks)
     if args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
+    try:
+        return _trainer(
+            model, args, tokenizer, train, validation, compute_metrics, callbacks, model_init, pad_to_length
+        )
+    except (ValueError, ImportError) as e:  # the Trainer's own checks of the flags (fsdp, torch_compile_backend ...)
+        text = " ".join(str(e).split())[:300]
+        raise UserError(
+            f"the Trainer refuses these arguments: {text}", fix="change the flag it names (see --help)"
+        ) from None
+
+
+def _trainer(model, args, tokenizer, train, validation, compute_metrics, callbacks, model_init, pad_to_length):
     return ClassificationTrainer(
         model=model,
         model_init=model_init,
