@@ -284,8 +284,10 @@ def model_card(model_name: str, task, results: dict, recipe: dict, custom_head: 
     """A README.md for the output folder: what the model is, its scores, how to load it, and the recipe."""
     names = list(task.labels.names)
     kind = ("multi-label " if task.labels.multi_label else "") + ("sentence-pair" if task.is_pair else "text")
+    labels_line = f"Labels ({len(names)}): {', '.join(f'`{n}`' for n in names)}"
     if task.labels.regression:
         kind = ("sentence-pair " if task.is_pair else "text ") + "regression"
+        labels_line = f"Predicts one number, the value of `{names[0]}` (num_labels 1, MSE regression)."
     # base_model is a Hub id in the card's metadata; a local folder is named by its last part only.
     base = f"base_model: {model_name}\n" if is_hub_id(model_name) else ""
     source = f"`{model_name}`" if is_hub_id(model_name) else f"a local checkpoint (`{os.path.basename(model_name)}`)"
@@ -320,9 +322,9 @@ library_name: transformers
 pipeline_tag: text-classification
 {base}---
 
-# {kind} classifier fine-tuned from {source}
+# {kind} {"model" if task.labels.regression else "classifier"} fine-tuned from {source}
 
-Labels ({len(names)}): {", ".join(f"`{n}`" for n in names)}
+{labels_line}
 {f"{chr(10)}Two classes: `precision`, `recall` and `f1` are those of the positive label `{positive}`.{chr(10)}" if positive else ""}
 ## Results
 

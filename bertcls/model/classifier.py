@@ -44,6 +44,7 @@ PREPROCESSING_KEY = "bertcls_preprocessing"
 # How inputs were built and predictions read; everything that uses a fine-tuned folder builds them the same way.
 PREPROCESSING_KEYS = (
     "text_column",
+    "text_column_delimiter",  # joins a comma-separated --text_column's columns
     "text_pair_column",
     "label_column",
     "max_seq_length",
