@@ -21,7 +21,7 @@ from bertcls.data.loading import load_task_data
 from bertcls.data.tokenization import check_settings, encode_windows, tokenize_splits
 from bertcls.errors import exit_on_user_error
 from bertcls.evaluation import outputs, thresholds
-from bertcls.evaluation.metrics import ComputeMetrics, Decision, load_extra_metrics, probabilities
+from bertcls.evaluation.metrics import ComputeMetrics, Decision, load_extra_metrics, metric_names, probabilities
 from bertcls.logs import setup_logging
 from bertcls.model.checkpoints import check_vocabulary, load_config, load_tokenizer
 from bertcls.model.classifier import TrainedClassifier, remember_preprocessing
@@ -29,7 +29,14 @@ from bertcls.model.heads import HEAD_KEY, configure_head, load_model, set_labels
 from bertcls.training import hpsearch
 from bertcls.training.interrupt import GracefulInterrupt
 from bertcls.training.kfold import run_kfold
-from bertcls.training.trainer import build_trainer, check_evaluation, predict_split, train_and_save
+from bertcls.training.trainer import (
+    build_trainer,
+    check_evaluation,
+    check_task_options,
+    predict_split,
+    split_report_rows,
+    train_and_save,
+)
 
 logger = logging.getLogger("run_classification")
 
@@ -38,7 +45,7 @@ logger = logging.getLogger("run_classification")
 def main(argv=None) -> dict:
     model_args, data_args, training_args = parse_args(argv)
     setup_logging(training_args)
-    extra_metrics = load_extra_metrics(training_args.extra_metrics)
+    extra_metrics = load_extra_metrics(metric_names(training_args.extra_metrics, data_args.metric_name))
     name = model_args.model_name_or_path
 
     # Training starts from a pretrained checkpoint; without --do_train the model is a fine-tuned folder, and its
@@ -65,6 +72,7 @@ def main(argv=None) -> dict:
             cache_dir=model_args.cache_dir,
             hold_out=training_args.do_eval and not training_args.kfold,  # k-fold holds out each fold instead
             splits=wanted_splits(training_args),
+            token=model_args.token,
         )
         tokenized, _ = tokenize_splits(
             task.splits,
@@ -90,6 +98,7 @@ def main(argv=None) -> dict:
     validation = tokenized.get("validation")
     check_evaluation(training_args, validation, task.splits)
     metric = thresholds.check(data_args, training_args, labels, "validation" in task.splits)
+    check_task_options(training_args, labels)
     space = hpsearch.check(training_args, "validation" in task.splits)
     model = trained.model if trained else load_model(model_args, config)  # checked before anything is removed
     outputs.clear_output_dir(training_args)  # everything is checked: only now may an earlier run's files go
@@ -107,7 +116,10 @@ def main(argv=None) -> dict:
         return results
 
     interrupt = GracefulInterrupt()  # Ctrl-C / SIGTERM: save a checkpoint and stop cleanly
-    trainer = build_trainer(model, training_args, tokenizer, train, validation, compute_metrics, [interrupt])
+    pad_to = data_args.max_seq_length if data_args.pad_to_max_length else None
+    trainer = build_trainer(
+        model, training_args, tokenizer, train, validation, compute_metrics, [interrupt], None, pad_to
+    )
     main_process = trainer.is_world_process_zero()
     out = training_args.output_dir
     results, findings = {}, outputs.Findings()
@@ -127,7 +139,9 @@ def main(argv=None) -> dict:
         probs = probabilities(logits, labels.multi_label)
         references = tokenized[split]["label"][:] if "label" in tokenized[split].column_names else None
         if references is not None:
-            results.update(metrics)
+            results.update(metrics)  # with test_unlabelled: the rows labelled -1 or not at all, predicted only
+            if not len(split_report_rows(references, labels)):
+                references = None
         if split == "validation" and metric and references is not None:  # --tune_threshold, never on test rows
             decision, tuned = thresholds.tune(probs, references, decision, metric)
             compute_metrics.decision = decision  # the test split is scored and predicted with it

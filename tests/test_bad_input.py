@@ -121,7 +121,7 @@ def test_missing_and_gbk_files(run, write, tmp_path):
 def test_label_unseen_in_train(run, write):
     dev = write("dev.tsv", "label\ttext\npos\t好\nmeh\t一般\n")
     line = run("--validation_file", dev)
-    assert "unknown label 'meh' in 1 row" in line and "dev.tsv line 3" in line and "--label_names" in line
+    assert "unknown label 'meh' in 1 row" in line and "dev.tsv line 3" in line and "--class_names" in line
 
 
 def test_recipe_errors_are_one_line(write, tiny_model, capsys):

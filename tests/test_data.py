@@ -125,7 +125,7 @@ def test_digit_texts_stay_texts_and_na_is_not_missing(write):
 def test_explicit_label_names_set_the_order_and_admit_labels_train_lacks(write):
     train = write("train.csv", "text,label\n好,pos\n差,neg\n")
     test = write("test.csv", "text,label\n一般,neutral\n")
-    task = load(train_file=train, test_file=test, label_names=["pos", "neutral", "neg"], validation_split_percentage=0)
+    task = load(train_file=train, test_file=test, class_names=["pos", "neutral", "neg"], validation_split_percentage=0)
     assert task.labels.names == ("pos", "neutral", "neg") and task.splits["test"]["label"] == [1]
 
 
@@ -134,7 +134,7 @@ def test_label_unseen_in_train_is_named(write):
     dev = write("dev.csv", "text,label\n好,pos\n一般,neutral\n一般般,neutral\n")
     with pytest.raises(UserError, match=r"unknown label 'neutral' in 2 rows \(.*dev.csv lines 3, 4\)") as error:
         load(train_file=train, validation_file=dev)
-    assert "--label_names" in error.value.fix
+    assert "--class_names" in error.value.fix
 
 
 def test_invalid_rows_are_listed_or_dropped_and_counted(write, caplog):
@@ -166,7 +166,7 @@ def test_unlabelled_test_file(write):
     assert task.splits["test"].column_names == ["text", "source_row"] and len(task.raw_test) == 2
 
 
-def test_max_samples_take_the_first_rows():
+def test_max_samples_take_a_sample_of_that_size():
     d = shared("chnsenticorp")
     task = load(
         train_file=f"{d}/train.tsv",
@@ -177,6 +177,8 @@ def test_max_samples_take_the_first_rows():
         max_predict_samples=7,
     )
     assert len(task.splits["train"]) == 10 and len(task.splits["test"]) == 7 and len(task.raw_test) == 7
+    # the predicted raw rows are the sampled ones, in file order
+    assert task.raw_test["text_a"][:] == task.splits["test"]["text"][:]
 
 
 @pytest.mark.parametrize(
@@ -186,9 +188,9 @@ def test_max_samples_take_the_first_rows():
         ("   \n\n", {}, "data file is empty"),
         ("text,label\n", {}, "has a header line but no data rows"),
         (
-            "sentence,label\n好,1\n差,0\n",
+            "sent,label\n好,1\n差,0\n",
             {},
-            r"no column 'text' \(--text_column\); its columns are \['sentence', 'label'\]",
+            r"no column 'text' \(--text_column\); its columns are \['sent', 'label'\]",
         ),
         ("text,y\n好,1\n差,0\n", {}, r"no column 'label' \(--label_column\); its columns are \['text', 'y'\]"),
         ("text,label\n好,1\n差,0\n", {"text_pair_column": "text_b"}, r"no column 'text_b' \(--text_pair_column\)"),

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import run_classification
 
-from .conftest import REPO, make_tiny, shared
+from .conftest import REPO, first_rows, make_tiny, shared
 
 PAIR_SCRIPT = REPO / "scripts" / "run_pair_task.sh"
 RECIPE_SCRIPT = REPO / "scripts" / "run_recipe.sh"
@@ -125,12 +125,10 @@ def one_and_two(tmp_path_factory):
     lcqmc = shared("lcqmc")
     common = [
         "--model_name_or_path", str(model),
-        "--train_file", f"{lcqmc}/dev.tsv",  # no LCQMC train file here: train on dev, evaluate on test
-        "--validation_file", f"{lcqmc}/test.tsv",
-        "--test_file", f"{lcqmc}/test.tsv",
-        "--max_train_samples", str(TRAIN_ROWS),
-        "--max_eval_samples", str(EVAL_ROWS),
-        "--max_predict_samples", str(TEST_ROWS),
+        # no LCQMC train file here: train on dev, evaluate on test (their first rows, as files)
+        "--train_file", first_rows(f"{lcqmc}/dev.tsv", TRAIN_ROWS, tmp),
+        "--validation_file", first_rows(f"{lcqmc}/test.tsv", EVAL_ROWS, tmp),
+        "--test_file", first_rows(f"{lcqmc}/test.tsv", TEST_ROWS, tmp),
         "--max_seq_length", "64",
         "--learning_rate", "1e-3",
         "--num_train_epochs", "1",

@@ -9,7 +9,7 @@ import pytest
 import run_classification
 from bertcls.training.trainer import ClassificationTrainer
 
-from .conftest import shared
+from .conftest import first_rows, shared
 
 pytestmark = pytest.mark.slow
 
@@ -119,8 +119,9 @@ def test_fgm_and_rdrop_with_gradient_accumulation_train(tiny_model, tmp_path, ca
 def test_kfold_out_of_fold_and_averaged_test_predictions(tiny_model, tmp_path):
     d = shared("chnsenticorp")
     out = tmp_path / "o"
-    argv = ["--model_name_or_path", tiny_model, "--train_file", f"{d}/train.tsv", "--test_file", f"{d}/test.tsv"]
-    argv += ["--text_column", "text_a", "--max_train_samples", "150", "--max_predict_samples", "30"]
+    train_file, test_file = first_rows(f"{d}/train.tsv", 150, tmp_path), first_rows(f"{d}/test.tsv", 30, tmp_path)
+    argv = ["--model_name_or_path", tiny_model, "--train_file", train_file, "--test_file", test_file]
+    argv += ["--text_column", "text_a"]
     argv += ["--output_dir", str(out), "--save_strategy", "no", "--num_train_epochs", "1", *FAST]
     argv += ["--kfold", "3", "--kfold_seed", "5"]
     results = run_classification.main(argv)

@@ -42,7 +42,7 @@ def test_recipe_alone(recipe):
     model, data, training = parse_args([recipe(BASE)])
     assert model.model_name_or_path == "hfl/chinese-bert-wwm-ext"  # a Hub id is left alone
     assert training.learning_rate == 2e-5 and isinstance(training.learning_rate, float)
-    assert training.num_train_epochs == 3.0 and data.label_names == ["neg", "pos"]
+    assert training.num_train_epochs == 3.0 and data.class_names == ["neg", "pos"]
     # relative paths resolve against the recipe's folder; output_dir stays relative to where you run
     assert data.train_file == os.path.normpath(os.path.join(os.path.dirname(recipe(BASE)), "../data/train.tsv"))
     assert training.output_dir == "out"
@@ -52,7 +52,7 @@ def test_command_line_overrides_the_recipe(recipe):
     _, data, training = parse_args(
         [recipe(BASE), "--learning_rate", "3e-5", "--label_names", "a", "b", "c", "--train_file", "here.tsv"]
     )
-    assert training.learning_rate == 3e-5 and data.label_names == ["a", "b", "c"]
+    assert training.learning_rate == 3e-5 and data.class_names == ["a", "b", "c"]
     assert data.train_file == "here.tsv"  # command-line paths are relative to the working directory
 
 

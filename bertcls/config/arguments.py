@@ -49,6 +49,7 @@ RANGES = {
     "max_train_samples": (1, None, True, True),
     "max_eval_samples": (1, None, True, True),
     "max_predict_samples": (1, None, True, True),
+    "shuffle_seed": (0, SEED_MAX, True, True),
     "preprocessing_num_workers": (1, None, True, True),
     # training
     "learning_rate": (0, None, False, True),
@@ -82,6 +83,16 @@ RANGES = {
 }
 
 
+# Where a default differs from transformers' examples/pytorch/text-classification/run_classification.py (whose habits
+# our users bring), --help says so with this mark; docs/differences-from-transformers.md says why.
+DIFFERENCES_PAGE = "docs/differences-from-transformers.md"
+
+
+def differs(reference: str) -> str:
+    """The --help mark of a default that differs from transformers' run_classification.py."""
+    return f" [Differs from transformers' run_classification.py: {reference}; see {DIFFERENCES_PAGE}.]"
+
+
 def check_ranges(args, ranges: dict | None = None) -> None:
     """Every numeric field of `args` named in `ranges` (default: RANGES, the training flags'), as (low, high,
     low included, high included), lies in its range, else one UserError naming the flag."""
@@ -112,9 +123,27 @@ class ModelArguments:
             "read with torch's weights-only loader (tensors only, no code runs).",
         }
     )
+    config_name: str | None = field(
+        default=None,
+        metadata={"help": "Config (Hub id or folder) to use when it differs from model_name_or_path's."},
+    )
     tokenizer_name: str | None = field(
         default=None,
         metadata={"help": "Tokenizer to use when it differs from model_name_or_path."},
+    )
+    use_fast_tokenizer: bool = field(
+        default=True,
+        metadata={
+            "help": "Use a fast (Rust) tokenizer (passed to AutoTokenizer; transformers 5 always builds the fast one "
+            "and ignores false)."
+        },
+    )
+    token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hugging Face Hub token for private models and datasets (default: the one `hf auth login` "
+            "stored, or HF_TOKEN)."
+        },
     )
     cache_dir: str | None = field(
         default=None, metadata={"help": "Where downloaded models are stored (default: the Hugging Face cache)."}
@@ -184,14 +213,56 @@ class DataArguments:
         default=None,
         metadata={"help": "Test data; labels optional (predictions are written either way)."},
     )
-    text_column: str = field(default="text", metadata={"help": "Column holding the (first) text."})
+    train_split_name: str = field(
+        default="train", metadata={"help": "The split of --dataset_name to train on (as in transformers' script)."}
+    )
+    validation_split_name: str = field(
+        default="validation",
+        metadata={"help": "The split of --dataset_name to validate on (also found: dev, valid)."},
+    )
+    test_split_name: str = field(default="test", metadata={"help": "The split of --dataset_name to predict."})
+    remove_splits: str | None = field(
+        default=None,
+        metadata={
+            "help": "Splits of --dataset_name to drop before anything else, comma-separated, e.g. unsupervised."
+        },
+    )
+    remove_columns: str | None = field(
+        default=None,
+        metadata={"help": "Columns to drop from every split before anything else, comma-separated."},
+    )
+    # One concept, one field: the reference script's spellings are aliases of the same field, not copies.
+    text_column: str = field(
+        default="text",
+        metadata={
+            "aliases": ["--text_column_names", "--text_column_name"],
+            "help": "Column holding the (first) text; with no text column given, a file without `text` but with "
+            "`sentence` (the reference's default) uses `sentence`, logged. Several columns, comma-separated "
+            "(`a,b,c`, the reference's --text_column_names), are joined into one text by --text_column_delimiter; "
+            "a true sentence pair is --text_pair_column." + differs("default text column `sentence`"),
+        },
+    )
+    text_column_delimiter: str = field(
+        default=" ",
+        metadata={"help": "Joins the columns of a comma-separated --text_column into one text (as in the reference)."},
+    )
     text_pair_column: str | None = field(
         default=None, metadata={"help": "Column holding the second text; setting it makes this a sentence-pair task."}
     )
     label_column: str = field(
         default="label",
         metadata={
-            "help": "Column holding the label (for --multi_label: a JSON list, or labels cut by --label_delimiter)."
+            "aliases": ["--label_column_name"],
+            "help": "Column holding the label (for --multi_label: a JSON list, or labels cut by --label_delimiter; "
+            "for regression: a number).",
+        },
+    )
+    do_regression: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Regression: predict a number (num_labels 1, MSE loss; metrics mse, rmse, mae, pearson, "
+            "spearman). Default, as in the reference: on when the train label column holds numbers that are not all "
+            "integers (logged with the reason); --do_regression false keeps such a column as classes."
         },
     )
     multi_label: bool = field(
@@ -235,11 +306,13 @@ class DataArguments:
             "export and serve use it. With --kfold, chosen on the out-of-fold predictions."
         },
     )
-    label_names: list[str] | None = field(
+    class_names: list[str] | None = field(
         default=None,
         metadata={
+            "aliases": ["--label_names"],
             "help": "Explicit label order (id 0 first). Default: numeric order for integer labels, else sorted "
-            "strings. Also admits labels that train lacks."
+            "strings. Also admits labels that train lacks. --label_names is its old spelling (the Trainer's "
+            "label_names, the input keys that hold labels, is not settable here: inputs carry them as `labels`).",
         },
     )
     positive_label: str | None = field(
@@ -276,12 +349,36 @@ class DataArguments:
         default=10.0,
         metadata={
             "help": "When no validation data is given, hold out this percent of train (stratified by label, "
-            "seeded by --seed). 0 disables."
+            "seeded by --seed). 0 disables." + differs("no validation split unless one is given")
         },
     )
     max_seq_length: int = field(
         default=512,
-        metadata={"help": "Maximum tokens per input including [CLS]/[SEP]; must fit the model's position limit."},
+        metadata={
+            "help": "Maximum tokens per input including [CLS]/[SEP]; must fit the model's position limit."
+            + differs("128")
+        },
+    )
+    pad_to_max_length: bool = field(
+        default=False,
+        metadata={
+            "help": "Pad every row to max_seq_length (fixed shapes, e.g. for accelerators that recompile per shape). "
+            "Default: each batch is padded to its own longest row, which is faster." + differs("True")
+        },
+    )
+    shuffle_train_dataset: bool = field(
+        default=False,
+        metadata={"help": "Shuffle the train split once, seeded by --shuffle_seed, before anything else (reference)."},
+    )
+    shuffle_seed: int = field(default=42, metadata={"help": "Seed of --shuffle_train_dataset."})
+    metric_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The reference's evaluation metric: a metric this script computes anyway (accuracy, f1, "
+            "precision, recall; mse, mae, pearsonr, spearmanr for regression) is reported under our names with no "
+            "download; any other name is loaded with `evaluate` (a local metric folder, or a Hub name, which needs "
+            "network access) and added like --extra_metrics."
+        },
     )
     truncation: Literal["longest_first", "only_first", "only_second", "head_tail"] = field(
         default="longest_first",
@@ -320,9 +417,27 @@ class DataArguments:
         default="mean",
         metadata={"help": "For --sliding_window: combine the windows' logits by their mean or per-class maximum."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation rows."})
-    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Use N training rows: a seeded (--seed) sample, stratified by label, never the first N of a "
+            "sorted file (logged)." + differs("the first N rows")
+        },
+    )
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Use N validation rows: a seeded sample, stratified by label (logged)."
+            + differs("the first N rows")
+        },
+    )
+    max_predict_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Predict N test rows: a seeded sample, stratified by label where there are labels, kept "
+            "in file order (logged)." + differs("the first N rows")
+        },
+    )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes for tokenization (datasets.map num_proc)."}
     )
@@ -346,6 +461,7 @@ class ClassificationTrainingArguments(TrainingArguments):
         metadata={
             "help": "Train. When any of --do_train / --do_eval / --do_predict is given, exactly those run (as in "
             "Hugging Face's examples); with none given, every phase for which there is data runs."
+            + differs("only the phases given run")
         },
     )
     do_eval: bool | None = field(
@@ -356,24 +472,43 @@ class ClassificationTrainingArguments(TrainingArguments):
         },
     )
     do_predict: bool | None = field(default=None, metadata={"help": "Predict the test split (predictions.csv)."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of AdamW."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of AdamW." + differs("5e-5")})
     weight_decay: float = field(
-        default=0.01, metadata={"help": "AdamW weight decay, applied to weights only (never biases or LayerNorm)."}
+        default=0.01,
+        metadata={"help": "AdamW weight decay, applied to weights only (never biases or LayerNorm)." + differs("0.0")},
     )
     warmup_steps: float = field(
-        default=0.1, metadata={"help": "Linear warmup: a step count, or a float < 1 as a share of all steps."}
+        default=0.1,
+        metadata={"help": "Linear warmup: a step count, or a float < 1 as a share of all steps." + differs("0")},
     )
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device for training."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size per device for evaluation."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no, steps, epoch or best."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
-    logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    per_device_train_batch_size: int = field(
+        default=32, metadata={"help": "Batch size per device for training." + differs("8")}
+    )
+    per_device_eval_batch_size: int = field(
+        default=64, metadata={"help": "Batch size per device for evaluation." + differs("8")}
+    )
+    eval_strategy: str = field(
+        default="epoch",
+        metadata={"help": "When to evaluate: no, steps or epoch. --eval_steps N alone means steps." + differs('"no"')},
+    )
+    save_strategy: str = field(
+        default="epoch",
+        metadata={
+            "help": "When to checkpoint: no, steps, epoch or best. Not given: as --eval_strategy when that is "
+            "given, steps when --save_steps is given, else epoch." + differs('"steps", every 500 steps')
+        },
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Keep at most this many checkpoints." + differs("no limit")}
+    )
+    logging_steps: float = field(
+        default=50, metadata={"help": "Log the training loss every N steps." + differs("500")}
+    )
     train_sampling_strategy: str = field(
         default="group_by_length",
         metadata={
             "help": "Training batches: group_by_length (default: rows of similar length share a batch, so "
-            "little padding), random, sequential or batch_rebalance.",
+            "little padding), random, sequential or batch_rebalance." + differs("random"),
             "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
         },
     )
@@ -401,8 +536,9 @@ class ClassificationTrainingArguments(TrainingArguments):
     metric_for_best_model: str | None = field(
         default=None,
         metadata={
-            "help": "Metric that picks the best checkpoint (the eval_ prefix is optional). Default f1_macro when "
-            "--early_stopping_patience or --load_best_model_at_end is on."
+            "help": "Metric that picks the best checkpoint (the eval_ prefix is optional). Default when "
+            "--early_stopping_patience or --load_best_model_at_end is on: f1_macro, or mse for regression (lower is "
+            "better for mse, rmse, mae and loss)." + differs("the evaluation loss")
         },
     )
     # Imbalance
@@ -414,11 +550,13 @@ class ClassificationTrainingArguments(TrainingArguments):
             "order, e.g. `--class_weights 1 1 3`."
         },
     )
-    loss: Literal["ce", "focal"] = field(
+    loss: Literal["ce", "focal", "mse", "huber"] = field(
         default="ce",
         metadata={
             "help": "ce: cross-entropy (binary cross-entropy per label for --multi_label). focal: focal loss "
-            "(1-p_t)^gamma * CE (Lin et al. 2017), which down-weights rows the model already gets right."
+            "(1-p_t)^gamma * CE (Lin et al. 2017), which down-weights rows the model already gets right. "
+            "Regression: mse (what ce means there, the default) or huber (squared below 1, linear above: "
+            "outlying scores pull less)."
         },
     )
     focal_gamma: float = field(default=2.0, metadata={"help": "For --loss focal: the focusing exponent gamma."})
@@ -456,7 +594,7 @@ class ClassificationTrainingArguments(TrainingArguments):
     kfold: int = field(
         default=0,
         metadata={
-            "help": "Train K models on K stratified folds of train (random folds for --multi_label): each fold "
+            "help": "Train K models on K stratified folds of train (random folds for --multi_label and regression): each fold "
             "validates on its held-out part, out-of-fold predictions cover the train set, and the K models' "
             "averaged probabilities make predictions.csv. 0 disables."
         },
@@ -488,8 +626,8 @@ class ClassificationTrainingArguments(TrainingArguments):
             "to analysis.md."
         },
     )
-    # `--label_names` is DataArguments' explicit label order. The Trainer's own field of that name (which input
-    # keys hold labels) is fixed to None here: inputs always carry the label under `labels`.
+    # The Trainer's own label_names (which input keys hold labels) is fixed to None here: inputs always carry the
+    # label under `labels`. DataArguments.class_names (old spelling --label_names) is the label order.
     label_names: list[str] | None = field(default=None, init=False, repr=False)
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace a finished run already in output_dir."}
@@ -516,12 +654,15 @@ class ClassificationTrainingArguments(TrainingArguments):
             _warn_once(f"{launched} processes launched and no GPU found: training on CPU with gloo (--use_cpu)")
             self.use_cpu = True
         check_options(self)
+        check_precision(self)
         if self.early_stopping_patience is not None:
             check_early_stopping(self)
             self.load_best_model_at_end = True
         if self.load_best_model_at_end and self.metric_for_best_model is None:
             self.metric_for_best_model = "f1_macro"  # the Trainer's default, eval loss, rarely tracks the score
         super().__post_init__()
+        check_report_to(self)
+        check_optimizer(self)
         if launched > 1 and self.world_size != launched:
             raise UserError(
                 f"{launched} processes were launched but the Trainer set up a world of {self.world_size} "
@@ -566,6 +707,12 @@ def check_options(args) -> None:
         raise UserError(f"--max_steps must be -1 (train --num_train_epochs) or at least 1, got {args.max_steps}")
     if args.max_steps == -1 and args.do_train and not args.num_train_epochs > 0:
         raise UserError(f"--num_train_epochs must be above 0, got {args.num_train_epochs}", fix="or pass --max_steps")
+    if args.prediction_loss_only:
+        raise UserError(
+            "--prediction_loss_only: this script scores every evaluation and writes predictions from the model's "
+            "outputs, which that flag would drop",
+            fix="drop --prediction_loss_only (the evaluation loss is reported anyway, as eval_loss)",
+        )
     if args.find_label_issues and not args.kfold:
         raise UserError(
             "--find_label_issues needs out-of-fold probabilities, from k-fold training", fix="add --kfold 5"
@@ -574,6 +721,65 @@ def check_options(args) -> None:
         raise UserError(
             f"--kfold {args.kfold}: k-fold needs at least 2 folds", fix="pass --kfold 5, or 0 to turn it off"
         )
+
+
+def check_precision(args) -> None:
+    """--bf16 with no GPU: the stock TrainingArguments demand --use_cpu (a traceback otherwise). On a CPU with bf16
+    instructions (avx512_bf16 or AMX) train there in bf16, logged; on any other CPU refuse in one line (bf16 would be
+    emulated, slower than fp32). An explicit --use_cpu is taken as it is."""
+    if not args.bf16 or args.use_cpu:
+        return
+    if torch.cuda.is_available() or torch.backends.mps.is_available() or distributed_accelerator_available():
+        return
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise UserError(
+            "--bf16: there is no GPU, and this CPU lacks bf16 instructions (avx512_bf16 or AMX), so bf16 would be "
+            "emulated and slower than fp32",
+            fix="drop --bf16, or pass --use_cpu true to run emulated bf16 anyway",
+        )
+    _warn_once("--bf16 with no GPU: training in bf16 on the CPU (avx512_bf16 / AMX instructions), as --use_cpu")
+    args.use_cpu = True
+
+
+def check_optimizer(args) -> None:
+    """--optim names an optimizer whose package (bitsandbytes, torchao ...) may be missing: the Trainer finds out
+    only when training starts, after the data is read. Optimizers that need the model to be built are left to it."""
+    from transformers import Trainer
+
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args)
+    except ImportError as e:
+        text = " ".join(str(e).split())
+        raise UserError(f"--optim {_value(args.optim)}: {text}", fix="install it, or pick another --optim") from None
+    except (ValueError, TypeError, AttributeError):
+        pass
+
+
+# Logging integrations whose packages an extra of bertcls installs (setup.cfg extras_require).
+REPORT_EXTRAS = {"tensorboard": "tensorboard"}
+
+
+def check_report_to(args) -> None:
+    """--report_to names integrations the Trainer loads only when it starts: a missing package is one line naming
+    what to install, before any data is read (the Trainer raises a RuntimeError deep in its constructor)."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    wanted = [r for r in (args.report_to or []) if r not in ("none", "all")]
+    unknown = [r for r in wanted if r not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise UserError(
+            f"--report_to {' '.join(unknown)}: not a logging integration the Trainer knows",
+            fix=f"use one of {', '.join(sorted(INTEGRATION_TO_CALLBACK))}, or none",
+        )
+    available = set(get_available_reporting_integrations())
+    for name in wanted:
+        if name not in available:
+            extra = REPORT_EXTRAS.get(name)
+            install = f"pip install 'bertcls[{extra}]'" if extra else f"pip install {name}"
+            raise UserError(
+                f"--report_to {name}: the {name} package is not installed",
+                fix=f"{install}, or drop --report_to {name}",
+            )
 
 
 def check_early_stopping(args) -> None:

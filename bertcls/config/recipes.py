@@ -8,6 +8,7 @@ and the command line accept exactly the same things.
 import argparse
 import difflib
 import json
+import logging
 import os
 from dataclasses import MISSING, fields
 from enum import Enum
@@ -18,6 +19,8 @@ from transformers.hf_argparser import string_to_bool
 
 from bertcls.config.arguments import PATH_FIELDS, ClassificationTrainingArguments, DataArguments, ModelArguments
 from bertcls.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 RECIPE_SUFFIXES = (".json", ".yaml", ".yml")
 # List fields that also take one word: `class_weights: auto` or `class_weights: [1, 1, 3]`.
@@ -48,7 +51,8 @@ def make_parser(dataclass_types=DATACLASSES) -> HfArgumentParser:
 def parse_args(argv=None, dataclass_types=DATACLASSES, parser=None):
     """Parse `[RECIPE] [--flag value ...]` into one instance per dataclass (model, data, training by default).
 
-    Unknown recipe keys and values of the wrong type raise UserError naming the key and the recipe file.
+    Unknown recipe keys and values of the wrong type raise UserError naming the key and the recipe file; so does
+    an error the dataclasses themselves raise (TrainingArguments' own checks), naming the flags.
     """
     argv = list(argv) if argv is not None else None
     if argv is None:
@@ -59,24 +63,95 @@ def parse_args(argv=None, dataclass_types=DATACLASSES, parser=None):
     recipe = {}
     if argv and argv[0].lower().endswith(RECIPE_SUFFIXES):
         recipe_path, argv = argv[0], argv[1:]
-        recipe = read_recipe(recipe_path)
-        apply_recipe(parser, recipe, recipe_path, dataclass_types)
-    *parsed, unknown = parser.parse_args_into_dataclasses(
-        args=argv, look_for_args_file=False, return_remaining_strings=True
-    )
+        recipe = apply_recipe(parser, read_recipe(recipe_path), recipe_path, dataclass_types)
+    namespace, unknown = parser.parse_known_args(args=argv)
     if unknown:
         flags = [a.lstrip("-").split("=")[0] for a in unknown if a.startswith("--")]
         hint = did_you_mean(flags, [a.dest for a in parser._actions if a.option_strings], prefix="--")
         where = " (a recipe file must come first)" if any(a.lower().endswith(RECIPE_SUFFIXES) for a in unknown) else ""
         raise UserError(f"command line: unknown argument(s) {' '.join(unknown)}{where}", fix=hint)
-    given = set(recipe) | {
-        parser._option_string_actions[flag].dest
-        for flag in (a.split("=")[0] for a in argv if a.startswith("--"))
-        if flag in parser._option_string_actions
-    }
-    for instance in parsed:
+    given = set(recipe) | command_line_fields(parser, argv)
+    follow_given(namespace, given)
+    parsed = []
+    for dtype in parser.dataclass_types:
+        keys = {f.name for f in fields(dtype) if f.init}
+        instance = construct(dtype, {k: v for k, v in vars(namespace).items() if k in keys})
         setattr(instance, GIVEN_ATTRIBUTE, frozenset(given & {f.name for f in fields(instance)}))
+        parsed.append(instance)
     return tuple(parsed)
+
+
+# Old spellings of a field that are still accepted, with a note: old flag -> the field's name.
+OLD_SPELLINGS = {"label_names": "class_names"}
+
+
+def command_line_fields(parser, argv: list[str]) -> set[str]:
+    """The fields the command line sets. A field named twice (e.g. --label_column and its alias
+    --label_column_name) is an error: argparse would silently keep the last."""
+    seen = {}
+    for flag in (a.split("=")[0] for a in argv if a.startswith("--")):
+        action = parser._option_string_actions.get(flag)
+        if action is None:
+            continue
+        if action.dest in seen and seen[action.dest] != flag:
+            raise UserError(
+                f"command line: {seen[action.dest]} and {flag} are the same setting, given twice", fix="keep one"
+            )
+        seen[action.dest] = flag
+        _note_old_spelling(flag.lstrip("-"), action.dest)
+    return set(seen)
+
+
+def _note_old_spelling(name: str, dest: str) -> None:
+    if OLD_SPELLINGS.get(name) == dest:
+        logger.info("--%s is the old spelling of --%s (the label order); it works the same", name, dest)
+
+
+def follow_given(namespace, given: set[str]) -> None:
+    """Defaults that follow what the user gave, so every combination stock TrainingArguments accept works here:
+    --eval_steps N alone means evaluating every N steps; an evaluation strategy given without a save strategy is
+    also the save strategy (load_best_model_at_end needs them to match; the stock default saves every 500 steps);
+    --save_steps N alone means saving every N steps."""
+    if not hasattr(namespace, "save_strategy"):
+        return
+    if "eval_steps" in given and "eval_strategy" not in given and namespace.eval_strategy != "steps":
+        logger.info(
+            "--eval_steps %g given: evaluating every %g steps (--eval_strategy steps)", *[namespace.eval_steps] * 2
+        )
+        namespace.eval_strategy = "steps"
+        given.add("eval_strategy")
+    if "save_strategy" in given:
+        return
+    evaluate = str(getattr(namespace.eval_strategy, "value", namespace.eval_strategy))
+    if "eval_strategy" in given and evaluate != "no":
+        namespace.save_strategy = evaluate
+        if evaluate == "steps" and "save_steps" not in given and namespace.eval_steps is not None:
+            namespace.save_steps = namespace.eval_steps
+        logger.info("--save_strategy follows --eval_strategy %s (not given)", evaluate)
+    elif "save_steps" in given:
+        namespace.save_strategy = "steps"
+        logger.info("--save_steps %g given: saving a checkpoint every %g steps", *[namespace.save_steps] * 2)
+
+
+def construct(dtype, inputs: dict):
+    """dtype(**inputs), its own checks' errors (TrainingArguments raises ValueError with a paragraph) as one line."""
+    try:
+        return dtype(**inputs)
+    except UserError:
+        raise
+    except (ValueError, TypeError, ImportError) as e:
+        raise training_error(e) from None
+
+
+def training_error(error: Exception) -> UserError:
+    """A check of TrainingArguments (or another arguments class) that failed, as one line naming the flags."""
+    text = " ".join(str(error).split())
+    if "save and eval strategy to match" in text:
+        return UserError(
+            "--load_best_model_at_end keeps the best checkpoint, so --save_strategy must match --eval_strategy",
+            fix="leave --save_strategy out (it then follows --eval_strategy), or pass the same value to both",
+        )
+    return UserError(f"arguments: {text[:400]}", fix="see --help for the flags named there")
 
 
 GIVEN_ATTRIBUTE = "_given_fields"
@@ -112,23 +187,33 @@ def read_recipe(path: str) -> dict:
     return recipe
 
 
-def apply_recipe(parser: argparse.ArgumentParser, recipe: dict, recipe_path: str, dataclass_types=DATACLASSES):
-    """Check every recipe value against the parser and install the values as defaults."""
+def apply_recipe(parser: argparse.ArgumentParser, recipe: dict, recipe_path: str, dataclass_types=DATACLASSES) -> dict:
+    """Check every recipe value against the parser and install the values as defaults; returns the recipe keyed
+    by field names (a key may be any spelling of a flag, e.g. the reference script's `label_column_name`)."""
     actions = {a.dest: a for a in parser._actions if a.option_strings}
+    spellings = {opt[2:]: a.dest for a in actions.values() for opt in a.option_strings if opt.startswith("--")}
     recipe_dir = os.path.dirname(os.path.abspath(recipe_path))
-    defaults = {}
+    defaults, spelled = {}, {}
     for key, value in recipe.items():
-        if key not in actions or key == "help":
+        if key not in spellings or key == "help":
             raise UserError(
                 f"recipe {recipe_path}: unknown key {key!r}", fix=did_you_mean([key], list(actions), quote=True)
             )
-        value = check_value(actions[key], value, f"recipe {recipe_path}: key {key!r}")
+        alias, key = key, spellings[key]
+        if key in spelled:
+            raise UserError(
+                f"recipe {recipe_path}: keys {spelled[key]!r} and {alias!r} are the same setting", fix="keep one"
+            )
+        spelled[key] = alias
+        _note_old_spelling(alias, key)
+        value = check_value(actions[key], value, f"recipe {recipe_path}: key {alias!r}")
         if key in PATH_FIELDS and value is not None:
             value = resolve_path(value, recipe_dir, hub_ok=PATH_FIELDS[key] == "file_or_hub")
         defaults[key] = value
         # argparse checks required flags against the command line only; the recipe satisfies them.
         actions[key].required = False
     parser.set_defaults(**defaults)
+    return defaults
 
 
 def check_value(action: argparse.Action, value, where: str):

@@ -86,12 +86,55 @@ def _parse_list(text: str):
         return None
 
 
+def as_number(value) -> float | None:
+    """A regression label as a float; None when missing (None, NaN, empty). Raises ValueError for a non-number."""
+    if value is None or isinstance(value, bool):
+        if isinstance(value, bool):
+            raise ValueError(str(value))
+        return None
+    if isinstance(value, (int, float)):
+        return None if isinstance(value, float) and math.isnan(value) else float(value)
+    text = str(value).strip()
+    if not text:
+        return None
+    number = float(text)  # ValueError for a text
+    return None if math.isnan(number) else number
+
+
+def regression_reason(values) -> str | None:
+    """Why a train label column is a regression target, as the reference script decides (a float column), or None.
+
+    Files read as text carry no dtype, so the values decide: every present value a number and at least one not an
+    integer (0.5, 3.7). Integer-valued columns (1, 2, 5; 1.0, 2.0) and text columns stay classes."""
+    numbers, fractional, example = 0, 0, None
+    for value in values:
+        try:
+            number = as_number(value)
+        except ValueError:
+            return None
+        if number is None:
+            continue
+        numbers += 1
+        if not number.is_integer():
+            fractional += 1
+            example = example if example is not None else value
+    if not fractional:
+        return None
+    return f"{fractional:,} of its {numbers:,} values are not integers (e.g. {example!r})"
+
+
 @dataclass(frozen=True)
 class LabelSpace:
     names: tuple[str, ...]
     multi_label: bool = False
     # Joins a multi-label row's predicted labels in predictions.csv: --label_delimiter, or "|" for JSON lists.
     delimiter: str = "|"
+    # One number per row (num_labels 1, problem_type "regression"); `names` is then the label column's name alone.
+    regression: bool = False
+
+    @classmethod
+    def for_regression(cls, column: str = "label") -> "LabelSpace":
+        return cls((column,), regression=True)
 
     @classmethod
     def from_train(
@@ -128,12 +171,12 @@ class LabelSpace:
             names = [canonical_label(n) for n in label_names]
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
-                raise UserError(f"--label_names lists {duplicates} more than once", fix="list each label once")
+                raise UserError(f"--class_names lists {duplicates} more than once", fix="list each label once")
             extra = sorted(seen - set(names))
             if extra:
                 raise UserError(
-                    f"{source} has labels missing from --label_names: {extra[:10]}",
-                    fix="add them to --label_names (or drop --label_names to take the labels from the data)",
+                    f"{source} has labels missing from --class_names: {extra[:10]}",
+                    fix="add them to --class_names (or drop --class_names to take the labels from the data)",
                 )
         else:
             names = default_order(seen)
@@ -165,6 +208,8 @@ class LabelSpace:
         tasks that are not single-label binary."""
         if wanted is not None:
             name = canonical_label(wanted)
+            if self.regression:
+                raise UserError(f"--positive_label {wanted}: a regression model has no classes", fix="drop it")
             if len(self.names) != 2 or self.multi_label:
                 raise UserError(
                     f"--positive_label {wanted}: only single-label tasks with two classes have a positive label "

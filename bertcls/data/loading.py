@@ -14,9 +14,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
-from bertcls.data.labels import LabelSpace, canonical_label, label_list
+from bertcls.data.labels import LabelSpace, as_number, canonical_label, label_list, regression_reason
 from bertcls.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 SUPPORTED = ".csv, .tsv, .txt, .json, .jsonl or .parquet"
 SNIFF_BYTES = 1 << 16
 ROWS_SHOWN = 5
+UNLABELLED = "-1"  # the label of a test row with no gold label in GLUE-style files (datasets' ClassLabel: -1)
 
 
 @dataclass
@@ -224,21 +226,46 @@ def _non_empty(ds: Dataset, path: str, header_only: bool = False) -> Dataset:
     return ds
 
 
-def read_hub_dataset(data_args, cache_dir) -> dict[str, Dataset]:
+def read_hub_dataset(data_args, cache_dir, need_train: bool = False, token: str | None = None) -> dict[str, Dataset]:
     """A Hub dataset id, or a local folder written by `save_to_disk` or loadable by `load_dataset`."""
     name = data_args.dataset_name
     try:
         if os.path.isfile(os.path.join(name, "dataset_dict.json")):
             loaded = datasets.load_from_disk(name)
         else:
-            loaded = datasets.load_dataset(name, data_args.dataset_config_name, cache_dir=cache_dir)
+            loaded = datasets.load_dataset(name, data_args.dataset_config_name, cache_dir=cache_dir, token=token)
     except Exception as e:
         raise UserError(
             f"could not load dataset {name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
             fix="check the name; without network access use local files (--train_file ...)",
         ) from None
-    renames = {"dev": "validation", "valid": "validation"}
-    return {renames.get(split, split): ds for split, ds in loaded.items()}
+    return named_splits(dict(loaded.items()), data_args, name, need_train)
+
+
+def named_splits(loaded: dict, data_args, name: str, need_train: bool = False) -> dict[str, Dataset]:
+    """A dataset's splits under our names (train, validation, test), found by --train_split_name /
+    --validation_split_name / --test_split_name (validation also as dev or valid), after --remove_splits."""
+    removed = [s.strip() for s in (data_args.remove_splits or "").split(",") if s.strip()]
+    for split in removed:
+        if split not in loaded:
+            raise UserError(f"--remove_splits {split}: {name} has no such split; its splits are {sorted(loaded)}")
+        del loaded[split]
+    wanted = {
+        "train": [data_args.train_split_name],
+        "validation": [data_args.validation_split_name, "dev", "valid"],
+        "test": [data_args.test_split_name],
+    }
+    found = {}
+    for ours, candidates in wanted.items():
+        hit = next((c for c in candidates if c in loaded), None)
+        if hit is not None:
+            found[ours] = loaded[hit]
+    if need_train and "train" not in found:
+        raise UserError(
+            f"{name} has no split {data_args.train_split_name!r} (--train_split_name); its splits are {sorted(loaded)}",
+            fix="pass --train_split_name (and --validation_split_name / --test_split_name) with those names",
+        )
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -247,12 +274,12 @@ def read_hub_dataset(data_args, cache_dir) -> dict[str, Dataset]:
 
 def check_columns(ds: Dataset, source: Source, data_args, need_label: bool) -> None:
     """Every named column must exist; the message lists the columns that do."""
-    wanted = {"text_column": data_args.text_column}
+    wanted = [("text_column", c) for c in text_columns(data_args)]
     if data_args.text_pair_column:
-        wanted["text_pair_column"] = data_args.text_pair_column
+        wanted.append(("text_pair_column", data_args.text_pair_column))
     if need_label:
-        wanted["label_column"] = data_args.label_column
-    for flag, column in wanted.items():
+        wanted.append(("label_column", data_args.label_column))
+    for flag, column in wanted:
         if column not in ds.column_names:
             raise UserError(
                 f"{source.name}: no column {column!r} (--{flag}); its columns are {ds.column_names}",
@@ -261,18 +288,39 @@ def check_columns(ds: Dataset, source: Source, data_args, need_label: bool) -> N
             )
 
 
+def text_columns(data_args) -> list[str]:
+    """The text column, or the columns of a comma-separated --text_column (the reference's --text_column_names)."""
+    return [c.strip() for c in data_args.text_column.split(",") if c.strip()] or [data_args.text_column]
+
+
+def resolve_text_column(raw: dict, data_args) -> None:
+    """With no text column given, a file that has no `text` column but a `sentence` one (the reference script's
+    default name) uses `sentence`, logged."""
+    from bertcls.config.recipes import given_fields
+
+    if data_args.text_column != "text" or "text_column" in given_fields(data_args):
+        return
+    if raw and all("text" not in ds.column_names and "sentence" in ds.column_names for ds in raw.values()):
+        logger.info("no `text` column, and none given: reading the texts from `sentence` (the reference's default)")
+        data_args.text_column = "sentence"
+
+
 def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | None, split: str) -> tuple[Dataset, int]:
     """Map the user's columns to text/[text_pair]/[label]; report or drop unusable rows.
 
     Returns the dataset and the number of rows dropped. Test rows are never dropped (predictions.csv holds one
     row per input row), so problems there are always errors.
     """
-    text_col, pair_col, label_col = data_args.text_column, data_args.text_pair_column, data_args.label_column
+    text_cols, pair_col, label_col = text_columns(data_args), data_args.text_pair_column, data_args.label_column
+    text_col, joiner = ",".join(text_cols), data_args.text_column_delimiter
     with_label = labels is not None and label_col in ds.column_names
     if with_label and split == "test" and all(_missing(v) for v in ds[label_col][:]):
         with_label = False  # an empty label column in a test file means "unlabelled"
     label2id = labels.label2id if labels else {}
     multi_label = labels is not None and labels.multi_label
+    regression = labels is not None and labels.regression
+    # A test row labelled -1 (GLUE's test files) or not at all is unlabelled: predicted, not scored (counted).
+    unlabelled = UNLABELLED if split == "test" else None
 
     def convert(batch, indices):
         out = {"text": [], "_problem": [], "_row": indices}
@@ -282,7 +330,8 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
             out["label"] = []
         for i in range(len(indices)):
             problem = None
-            text = _as_text(batch[text_col][i])
+            parts = [_as_text(batch[c][i]) for c in text_cols]
+            text = joiner.join(p for p in parts if p is not None) if any(p is not None for p in parts) else None
             if text is None:
                 problem = f"empty text in column {text_col!r}"
             out["text"].append(text or "")
@@ -299,8 +348,20 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
                 elif unknown:
                     problem = f"unknown label {unknown[0]!r}"
                 out["label"].append(multi_hot(names or (), label2id))
+            elif with_label and regression:
+                try:
+                    number = as_number(batch[label_col][i])
+                except ValueError:
+                    number, problem = None, f"label {batch[label_col][i]!r} is not a number"
+                if number is None and problem is None and unlabelled is None:
+                    problem = f"missing label in column {label_col!r}"
+                out["label"].append(float("nan") if number is None else number)
             elif with_label:
                 name = canonical_label(batch[label_col][i])
+                if unlabelled is not None and (name is None or (name == unlabelled and name not in label2id)):
+                    out["label"].append(-1)
+                    out["_problem"].append(problem)
+                    continue
                 if name is None:
                     problem = problem or f"missing label in column {label_col!r}"
                 elif name not in label2id:
@@ -313,9 +374,12 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
     if pair_col:
         features["text_pair"] = Value("string")
     if with_label:
-        features["label"] = (
-            List(Value("float32"), length=len(labels)) if multi_label else ClassLabel(names=list(labels.names))
-        )
+        if regression:
+            features["label"] = Value("float32")
+        elif multi_label:
+            features["label"] = List(Value("float32"), length=len(labels))
+        else:
+            features["label"] = ClassLabel(names=list(labels.names))
     converted = ds.map(
         convert,
         batched=True,
@@ -339,6 +403,16 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
         logger.warning(
             "%s: dropped %d rows (--drop_invalid_rows): %s", split, dropped, _describe_problems(by_problem, source)
         )
+    if with_label and unlabelled is not None:
+        values = np.asarray(converted["label"][:], dtype=np.float64)
+        missing = int(np.isnan(values).sum() if regression else (values == -1).sum())
+        if missing:
+            logger.info(
+                "%s: %d of %d rows are unlabelled (label -1 or empty): predicted, not scored",
+                split,
+                missing,
+                len(values),
+            )
     # The file row of every row stays (as SOURCE_ROW) so later messages, e.g. about truncation, name its line.
     converted = converted.rename_column("_row", SOURCE_ROW)
     columns = [c for c in ("text", "text_pair", "label") if c in converted.column_names]
@@ -374,7 +448,7 @@ def _describe_problems(by_problem: dict, source: Source) -> str:
 
 def _problem_fix(unknown: dict, split: str, data_args) -> str:
     if unknown:
-        return "fix those rows, or list every label with --label_names if the model should know labels train lacks"
+        return "fix those rows, or list every label with --class_names if the model should know labels train lacks"
     if split == "test":
         return (
             "fill or remove those test rows (test rows are never dropped: predictions.csv has one row per input row)"
@@ -393,13 +467,15 @@ def load_task_data(
     cache_dir: str | None = None,
     hold_out: bool = True,
     splits: tuple[str, ...] = tuple(SPLIT_FILE_ARGS),
+    token: str | None = None,
 ) -> TaskData:
     """Read the wanted `splits` that have data, build the label space from train (or use `labels`, a fine-tuned
     model's), standardize, and hold out a validation split when `hold_out` and none is given (k-fold makes its
     own folds instead)."""
     raw, sources = {}, {}
     if data_args.dataset_name:
-        for split, ds in read_hub_dataset(data_args, cache_dir).items():
+        need_train = "train" in splits and not data_args.train_file and labels is None
+        for split, ds in read_hub_dataset(data_args, cache_dir, need_train, token).items():
             if split in splits:
                 raw[split], sources[split] = (
                     _names_from_class_label(ds, data_args.label_column),
@@ -412,29 +488,37 @@ def load_task_data(
     if not raw:
         flags = " / ".join(f"--{SPLIT_FILE_ARGS[s]}" for s in splits)
         raise UserError(f"no data given for {', '.join(splits)}", fix=f"pass {flags} or --dataset_name")
+    raw = remove_columns(raw, data_args)
+    resolve_text_column(raw, data_args)
     for split, ds in raw.items():
         check_columns(ds, sources[split], data_args, need_label=split != "test")
-    multi_label = labels.multi_label if labels is not None else is_multi_label(raw, data_args, sources)
+    regression = labels.regression if labels is not None else is_regression(raw, data_args)
+    multi_label = (
+        labels.multi_label if labels is not None else (not regression and is_multi_label(raw, data_args, sources))
+    )
     if labels is not None:
-        is_multi_label(raw, dataclasses.replace(data_args, multi_label=multi_label), sources)  # checks the cells
+        if not regression:
+            is_multi_label(raw, dataclasses.replace(data_args, multi_label=multi_label), sources)  # checks the cells
+    elif regression:
+        labels = LabelSpace.for_regression(data_args.label_column)
     elif "train" in raw:
         train_labels = raw["train"][data_args.label_column][:]
         if multi_label:
             train_labels = [label_list(v, data_args.label_delimiter) for v in train_labels]
         labels = LabelSpace.from_train(
             train_labels,
-            data_args.label_names,
+            data_args.class_names,
             sources["train"].name,
             multi_label=multi_label,
             delimiter=data_args.label_delimiter,
             column=data_args.label_column,
             allow_many_classes=data_args.allow_many_classes,
         )
-    elif data_args.label_names:
-        labels = LabelSpace(tuple(data_args.label_names), multi_label, data_args.label_delimiter or "|")
+    elif data_args.class_names:
+        labels = LabelSpace(tuple(data_args.class_names), multi_label, data_args.label_delimiter or "|")
     else:
         raise UserError(
-            "no training data to learn the labels from", fix="pass --train_file, or --label_names for evaluation only"
+            "no training data to learn the labels from", fix="pass --train_file, or --class_names for evaluation only"
         )
 
     standardized, dropped = {}, {}
@@ -453,20 +537,61 @@ def load_task_data(
         "validation": data_args.max_eval_samples,
         "test": data_args.max_predict_samples,
     }
+    single = not multi_label and not regression  # rows with one class each, which a sample can stratify by
+    if "train" in standardized and data_args.shuffle_train_dataset:
+        standardized["train"] = standardized["train"].shuffle(seed=data_args.shuffle_seed)
+        logger.info("train: shuffled (--shuffle_train_dataset, --shuffle_seed %d)", data_args.shuffle_seed)
     # The train limit applies before the hold-out: a validation split made from train comes from those rows only.
     if "train" in standardized:
-        standardized["train"] = first_rows(standardized["train"], limits["train"])
+        standardized["train"] = sample_rows(standardized["train"], limits["train"], seed, single, "train")
     percentage = data_args.validation_split_percentage
     if hold_out and percentage > 0 and "validation" not in standardized and "train" in standardized:
         standardized["train"], standardized["validation"] = hold_out_validation(
-            standardized["train"], percentage, seed, stratify=not multi_label
+            standardized["train"], percentage, seed, stratify=single
         )
-    standardized = {s: first_rows(ds, limits[s]) for s, ds in standardized.items()}
-    raw_test = first_rows(raw["test"], limits["test"]) if "test" in raw else None
+    standardized = {
+        s: ds if s == "train" else sample_rows(ds, limits[s], seed, single, s) for s, ds in standardized.items()
+    }
+    raw_test = None
+    if "test" in raw:  # the test rows predicted, with the user's own columns, in file order
+        raw_test = raw["test"].select(standardized["test"][SOURCE_ROW][:]) if limits["test"] else raw["test"]
     if "validation" not in raw and "validation" in standardized:  # held out from train: its rows are train's
         raw["validation"], sources["validation"] = raw["train"], sources["train"]
     is_pair = bool(data_args.text_pair_column)
     return TaskData(DatasetDict(standardized), labels, is_pair, raw_test, dropped, sources, raw)
+
+
+def remove_columns(raw: dict, data_args) -> dict:
+    """--remove_columns a,b: dropped from every split that has them (a name no split has is an error)."""
+    names = [c.strip() for c in (data_args.remove_columns or "").split(",") if c.strip()]
+    for name in names:
+        if not any(name in ds.column_names for ds in raw.values()):
+            columns = sorted({c for ds in raw.values() for c in ds.column_names})
+            raise UserError(f"--remove_columns {name}: no split has that column; the columns are {columns}")
+    return {s: ds.remove_columns([c for c in names if c in ds.column_names]) for s, ds in raw.items()}
+
+
+def is_regression(raw: dict, data_args) -> bool:
+    """--do_regression, or (not given) a train label column of numbers that are not all integers, as the reference
+    script decides from a float column; logged with the reason either way it is inferred."""
+    if data_args.do_regression is not None or "train" not in raw:
+        if data_args.do_regression and data_args.multi_label:
+            raise UserError("--do_regression and --multi_label contradict each other", fix="pass one of them")
+        return bool(data_args.do_regression)
+    column = data_args.label_column
+    feature = raw["train"].features.get(column)
+    if isinstance(feature, (List, ClassLabel)) or data_args.multi_label:
+        return False
+    reason = regression_reason(raw["train"][column][:])
+    if reason is None:
+        return False
+    logger.info(
+        "regression (num_labels 1, MSE loss): train column %r holds numbers and %s; pass --do_regression false to "
+        "treat its values as classes",
+        column,
+        reason,
+    )
+    return True
 
 
 def is_multi_label(raw: dict, data_args, sources: dict) -> bool:
@@ -546,5 +671,21 @@ def hold_out_validation(
     return parts["train"], parts["test"]
 
 
-def first_rows(ds: Dataset, limit: int | None) -> Dataset:
-    return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
+def sample_rows(ds: Dataset, limit: int | None, seed: int, stratify: bool, split: str) -> Dataset:
+    """--max_*_samples: `limit` rows drawn with `seed`, stratified by label where there is one class per row (a
+    block of a file sorted by label would hold one class), kept in file order; logged."""
+    if limit is None or limit >= len(ds):
+        return ds
+    from sklearn.model_selection import train_test_split
+
+    rows, how = np.arange(len(ds)), "random"
+    classes = np.asarray(ds["label"][:]) if stratify and "label" in ds.column_names else None
+    try:
+        if classes is None:
+            raise ValueError("no labels")
+        chosen, _ = train_test_split(rows, train_size=limit, stratify=classes, random_state=seed)
+        how = "stratified by label"
+    except ValueError:  # no labels, or a class too rare to stratify: a plain seeded sample
+        chosen, _ = train_test_split(rows, train_size=limit, random_state=seed)
+    logger.info("%s: using %d of %d rows (--max_*_samples: a %s sample, seed %d)", split, limit, len(ds), how, seed)
+    return ds.select(np.sort(chosen))

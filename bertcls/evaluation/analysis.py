@@ -54,8 +54,20 @@ def errors_frame(task, report, probs: np.ndarray, rows_of: str) -> pd.DataFrame:
     columns come from the file of split `rows_of`."""
     labels = task.labels
     references, predicted = report.references, report.predictions
+    at = report.rows if report.rows is not None else np.arange(len(references))  # rows in the split
+    if report.regression:  # every row has an error: the largest first
+        wrong = np.argsort(-np.abs(predicted - references), kind="stable")
+        frame = raw_rows(task, rows_of, at[wrong])
+        frame["gold"] = references[wrong]
+        frame["predicted"] = predicted[wrong]
+        frame["error"] = predicted[wrong] - references[wrong]
+        frame["confidence"] = np.abs(frame["error"])  # for analysis.md's table: the size of the error
+        frame["row"] = at[wrong] + 1
+        return frame.reset_index(drop=True)
+    if report.rows is not None:
+        probs = probs[report.rows]
     wrong = wrong_rows(references, predicted, labels.multi_label)
-    frame = raw_rows(task, rows_of, wrong)
+    frame = raw_rows(task, rows_of, at[wrong])
     if labels.multi_label:
         frame["gold"] = [labels.join(references[i].astype(int)) for i in wrong]
         frame["predicted"] = [labels.join(predicted[i]) for i in wrong]
@@ -64,12 +76,13 @@ def errors_frame(task, report, probs: np.ndarray, rows_of: str) -> pd.DataFrame:
         frame["predicted"] = [labels.names[predicted[i]] for i in wrong]
         frame["gold_probability"] = probs[wrong, references[wrong]]
     frame["confidence"] = error_confidence(probs[wrong], references[wrong], predicted[wrong], labels.multi_label)
-    frame["row"] = wrong + 1  # the row's place in the split (1 = first)
+    frame["row"] = at[wrong] + 1  # the row's place in the split (1 = first)
     return frame.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def write_errors(out: str, task, report, probs: np.ndarray, rows_of: str) -> dict:
-    """errors_<split>.csv; returns what analysis.md shows of it: the count and the most confident mistakes."""
+    """errors_<split>.csv; returns what analysis.md shows of it: the count and the most confident mistakes (for
+    regression: every row, largest error first)."""
     frame = errors_frame(task, report, probs, rows_of)
     with atomic_path(os.path.join(out, f"errors_{report.split}.csv")) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6f")
@@ -79,20 +92,21 @@ def write_errors(out: str, task, report, probs: np.ndarray, rows_of: str) -> dic
         example = split[int(row["row"]) - 1]
         text = example["text"] + (f" / {example['text_pair']}" if "text_pair" in example else "")
         shown.append([int(row["row"]), _short(text), row["gold"], row["predicted"], float(row["confidence"])])
-    return {"wrong": len(frame), "rows": len(report.references), "shown": shown}
+    return {"wrong": len(frame), "rows": len(report.references), "shown": shown, "regression": report.regression}
 
 
 def class_counts(task) -> pd.DataFrame:
     """Rows per label in every split (multi-label: rows carrying the label)."""
     counts = {}
     for split, ds in task.splits.items():
-        if "label" not in ds.column_names:
+        if "label" not in ds.column_names or task.labels.regression:
             continue
         values = ds["label"][:]
         if task.labels.multi_label:
             counts[split] = np.asarray(values, dtype=np.float32).sum(axis=0).astype(int) if values else 0
         else:
-            counts[split] = np.bincount(np.asarray(values, dtype=np.int64), minlength=len(task.labels))
+            ids = np.asarray(values, dtype=np.int64)
+            counts[split] = np.bincount(ids[ids >= 0], minlength=len(task.labels))  # -1: unlabelled test rows
     return pd.DataFrame(counts, index=list(task.labels.names))
 
 
@@ -129,6 +143,8 @@ HEADLINE = ("accuracy", "f1_macro", "f1_micro", "top3_accuracy", "top5_accuracy"
 def analysis_markdown(task, results: dict, reports, errors: dict, extras: dict) -> str:
     """analysis.md: the page to read first after a run."""
     labels = task.labels
+    if labels.regression:
+        return regression_markdown(results, reports, errors, extras)
     names = list(labels.names)
     parts = ["# What this run got wrong, and where to look", ""]
     scored = [(r.split, {k: results.get(f"{r.prefix}_{k}") for k in HEADLINE}) for r in reports if r.prefix]
@@ -179,6 +195,42 @@ def analysis_markdown(task, results: dict, reports, errors: dict, extras: dict) 
             f"errors_{split}.csv)",
             "",
             _table(["row", "text", "gold", "predicted", "confidence"], found["shown"]),
+            "",
+        ]
+    for title, text in extras.items():
+        parts += [f"## {title}", "", text, ""]
+    return "\n".join(parts)
+
+
+REGRESSION_HEADLINE = ("mse", "rmse", "mae", "pearson", "spearman", "r2")
+
+
+def regression_markdown(results: dict, reports, errors: dict, extras: dict) -> str:
+    """analysis.md of a regression run: the scores, the gold and predicted value ranges, the largest errors."""
+    parts = ["# What this run got wrong, and where to look", "", "## Scores", ""]
+    rows = [[r.split, *(results.get(f"{r.prefix}_{k}", "") for k in REGRESSION_HEADLINE)] for r in reports if r.prefix]
+    parts += [_table(["split", *REGRESSION_HEADLINE], rows), ""]
+    ranges = []
+    for r in reports:
+        gold, predicted = np.asarray(r.references, float), np.asarray(r.predictions, float)
+        ranges.append(
+            [r.split, gold.min(), gold.max(), gold.mean(), predicted.min(), predicted.max(), predicted.mean()]
+        )
+    if ranges:
+        parts += [
+            "## Value ranges",
+            "",
+            _table(
+                ["split", "gold min", "gold max", "gold mean", "predicted min", "predicted max", "predicted mean"],
+                ranges,
+            ),
+            "",
+        ]
+    for split, found in errors.items():
+        parts += [
+            f"## Largest errors on {split} (all {found['rows']} rows in errors_{split}.csv, largest first)",
+            "",
+            _table(["row", "text", "gold", "predicted", "abs error"], found["shown"]),
             "",
         ]
     for title, text in extras.items():

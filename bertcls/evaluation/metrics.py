@@ -56,6 +56,29 @@ def classification_metrics(
     return result
 
 
+def regression_metrics(references: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    """mse, rmse, mae, r2, and Pearson's and Spearman's correlation (scipy) of predicted against gold values.
+    A correlation is undefined (NaN) when either side is constant, e.g. a model that predicts one value."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    references = np.asarray(references, dtype=np.float64).reshape(-1)
+    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    mse = mean_squared_error(references, predictions)
+    result = {"mse": mse, "rmse": np.sqrt(mse), "mae": mean_absolute_error(references, predictions)}
+    result["r2"] = r2_score(references, predictions) if len(references) > 1 else float("nan")
+    constant = len(references) < 2 or np.ptp(references) == 0 or np.ptp(predictions) == 0
+    result["pearson"] = float("nan") if constant else pearsonr(references, predictions).statistic
+    result["spearman"] = float("nan") if constant else spearmanr(references, predictions).statistic
+    result = {k: float(v) for k, v in result.items()}
+    result["samples"] = int(len(references))
+    return result
+
+
+# Metrics where lower is better (the Trainer's greater_is_better must be False for them).
+LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "hamming_loss")
+
+
 def multi_label_metrics(references: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
     """Multi-hot references and predictions: subset accuracy, Hamming loss, micro/macro precision, recall and F1,
     weighted and samples-average F1. `samples` is the number of rows evaluated.
@@ -101,7 +124,11 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 
 def probabilities(logits: np.ndarray, multi_label: bool = False) -> np.ndarray:
-    """Softmax over classes, or a sigmoid per label for multi-label models."""
+    """Softmax over classes, or a sigmoid per label for multi-label models. A model with one output is a regression
+    model (num_labels 1, as transformers decides; a classifier has at least two classes): its output is the
+    predicted value, passed through as it is."""
+    if logits.shape[-1] == 1:
+        return logits.astype(np.float64)
     return sigmoid(logits) if multi_label else softmax(logits)
 
 
@@ -116,11 +143,17 @@ class Decision:
     multi_label: bool = False
     threshold: float | tuple[float, ...] | None = None  # None: argmax (single-label), 0.5 (multi-label)
     positive: int = 1  # two classes: the class id whose precision/recall/F1 are reported and `threshold` applies to
+    regression: bool = False  # the prediction is the model's one output, a number
 
     @classmethod
     def of(cls, labels, data_args) -> "Decision":
         """The decision stored with a model or given as flags: --positive_label, --decision_threshold,
         --multi_label_threshold and --label_thresholds (tuned per label)."""
+        if getattr(labels, "regression", False):
+            for flag in ("decision_threshold", "label_thresholds"):
+                if getattr(data_args, flag, None) is not None:
+                    raise UserError(f"--{flag}: a regression model predicts a number, not classes", fix="drop it")
+            return cls(regression=True)
         positive = labels.label2id.get(getattr(data_args, "positive_label", None), 1)
         if labels.multi_label:
             per_label = getattr(data_args, "label_thresholds", None)
@@ -140,7 +173,10 @@ class Decision:
         return cls(False, threshold, positive)
 
     def __call__(self, probs: np.ndarray) -> np.ndarray:
-        """Class ids (single-label), or a 0/1 matrix of the chosen labels (multi-label)."""
+        """Class ids (single-label), a 0/1 matrix of the chosen labels (multi-label), or the predicted values
+        (regression)."""
+        if self.regression or probs.shape[-1] == 1:
+            return np.asarray(probs, dtype=np.float64).reshape(len(probs), -1)[:, 0]
         if self.multi_label:
             threshold = 0.5 if self.threshold is None else np.asarray(self.threshold)
             return (probs >= threshold).astype(int)
@@ -156,6 +192,34 @@ def top_k_accuracies(references: np.ndarray, probs: np.ndarray) -> dict[str, flo
         return {}
     labels = list(range(n))
     return {f"top{k}_accuracy": float(top_k_accuracy_score(references, probs, k=k, labels=labels)) for k in (3, 5)}
+
+
+# --metric_name values (the reference script's evaluate metric) this module computes anyway, under its own names.
+BUILT_IN_METRICS = {
+    "accuracy": "accuracy",
+    "f1": "f1 / f1_macro",
+    "precision": "precision / precision_macro",
+    "recall": "recall / recall_macro",
+    "mse": "mse",
+    "mae": "mae",
+    "pearsonr": "pearson",
+    "spearmanr": "spearman",
+    "r_squared": "r2",
+}
+
+
+def metric_names(extra_metrics: list[str], metric_name: str | None) -> list[str]:
+    """The `evaluate` metrics to load: --extra_metrics, and --metric_name unless it is computed here anyway."""
+    names = list(extra_metrics or [])
+    if metric_name in BUILT_IN_METRICS:
+        logger.info(
+            "--metric_name %s: computed here (scikit-learn/scipy) as %s; nothing to download",
+            metric_name,
+            BUILT_IN_METRICS[metric_name],
+        )
+    elif metric_name and metric_name not in names:
+        names.append(metric_name)
+    return names
 
 
 def load_extra_metrics(names: list[str]) -> list:
@@ -187,6 +251,7 @@ class ComputeMetrics:
         self.extra_metrics = extra_metrics or []
         self.decision = decision or Decision()
         self.multi_label = self.decision.multi_label
+        self.regression = self.decision.regression
         if self.multi_label and self.extra_metrics:
             raise UserError(
                 "--extra_metrics take one class id per row; they do not apply to --multi_label",
@@ -204,6 +269,12 @@ class ComputeMetrics:
     def score(self, probs: np.ndarray, references: np.ndarray) -> dict[str, float]:
         """The metrics of probabilities (of one model, or averaged over several) against the references."""
         predictions = self.decision(probs)
+        if self.regression:
+            result = regression_metrics(references, predictions)
+            for metric in self.extra_metrics:
+                extra = metric.compute(predictions=predictions, references=np.asarray(references).reshape(-1))
+                result.update({k: float(v) for k, v in extra.items() if np.isscalar(v)})
+            return result
         if self.multi_label:
             return multi_label_metrics(references, predictions)
         result = classification_metrics(references, predictions, self.num_labels, self.decision.positive)
@@ -217,6 +288,8 @@ class ComputeMetrics:
         """The metric names score() returns, or None when extra metrics add names known only after computing."""
         if self.extra_metrics:
             return None
+        if self.regression:
+            return set(regression_metrics(np.arange(3.0), np.arange(3.0)))
         if self.multi_label:
             return set(multi_label_metrics(np.eye(2), np.eye(2)))
         references = np.arange(self.num_labels)

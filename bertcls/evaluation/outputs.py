@@ -19,7 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from bertcls.errors import UserError
 from bertcls.evaluation import analysis, plots
-from bertcls.evaluation.metrics import Decision, confusion, report_text
+from bertcls.evaluation.metrics import Decision, confusion, regression_metrics, report_text
 from bertcls.files import atomic_path, write_json, write_text
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ RUN_FILES = (
     "confusion_matrix_validation.png",
     "confusion_matrix_test.png",
     "confusion_matrix_oof.png",
+    "regression_validation.png",
+    "regression_test.png",
+    "regression_oof.png",
     "kfold_results.json",
     "oof_predictions.csv",
 )
@@ -153,14 +156,34 @@ def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, decis
                 lambda v: json.dumps(list(v), ensure_ascii=False) if v is not None else v
             )
     chosen = decision(probs)
-    if labels.multi_label:
-        frame["prediction"] = [labels.join(row) for row in chosen]
+    ours = {}
+    if getattr(labels, "regression", False):
+        ours["prediction"] = chosen  # the predicted value
+    elif labels.multi_label:
+        ours["prediction"] = [labels.join(row) for row in chosen]
     else:
-        frame["prediction"] = [names[i] for i in chosen]
-        frame["score"] = probs[np.arange(len(probs)), chosen]
-    for i, name in enumerate(names):
-        frame[f"prob_{name}"] = probs[:, i]
+        ours["prediction"] = [names[i] for i in chosen]
+        ours["score"] = probs[np.arange(len(probs)), chosen]
+    if not getattr(labels, "regression", False):
+        ours.update({f"prob_{name}": probs[:, i] for i, name in enumerate(names)})
+    for name, values in ours.items():
+        frame[free_name(name, frame.columns)] = values
     return frame
+
+
+def free_name(name: str, taken) -> str:
+    """`name`, or when the input file already has a column of that name (which is kept as it is), `name_1`,
+    `name_2` ... (logged)."""
+    taken = set(taken)
+    if name not in taken:
+        return name
+    n = 1
+    while f"{name}_{n}" in taken:
+        n += 1
+    logger.warning(
+        "the input already has a column %r (kept): the model's column is written as %r", name, f"{name}_{n}"
+    )
+    return f"{name}_{n}"
 
 
 def write_predictions(path: str, frame: pd.DataFrame) -> None:
@@ -180,22 +203,36 @@ class SplitReport:
 
     split: str
     prefix: str | None  # the split's key prefix in the results (eval, test, oof)
-    references: np.ndarray  # class ids, or multi-hot rows
+    references: np.ndarray  # class ids, multi-hot rows, or gold values (regression)
     predictions: np.ndarray
     labels: object  # LabelSpace
+    rows: np.ndarray | None = None  # each reference's row in its split, when only some rows are labelled
+
+    @property
+    def regression(self) -> bool:
+        return getattr(self.labels, "regression", False)
 
     @property
     def text(self) -> str:
+        if self.regression:
+            scores = regression_metrics(self.references, self.predictions)
+            body = "\n".join(f"{k:>10} {v:.4f}" for k, v in scores.items() if k != "samples")
+            return f"== {self.split} ({len(self.references)} rows, regression)\n{body}\n"
         kind = ", multi-label" if self.labels.multi_label else ""
         body = report_text(self.references, self.predictions, list(self.labels.names))
         return f"== {self.split} ({len(self.references)} rows{kind})\n{body}"
 
     @property
     def matrix(self) -> np.ndarray | None:
-        """Rows true labels, columns predictions; None for multi-label splits, which report per label instead."""
-        return None if self.labels.multi_label else confusion(self.references, self.predictions, len(self.labels))
+        """Rows true labels, columns predictions; None for multi-label splits, which report per label instead,
+        and for regression."""
+        if self.labels.multi_label or self.regression:
+            return None
+        return confusion(self.references, self.predictions, len(self.labels))
 
     def per_class_f1(self) -> list[float]:
+        if self.regression:
+            return []
         ids = list(range(len(self.labels)))
         return [
             float(v) for v in f1_score(self.references, self.predictions, labels=ids, average=None, zero_division=0)
@@ -218,11 +255,25 @@ class Findings:
 
 
 def split_report(split: str, references, probs: np.ndarray, labels, decision: Decision, prefix=None) -> SplitReport:
-    """The report of one labelled split, its predictions made by `decision`."""
+    """The report of one labelled split, its predictions made by `decision`. Unlabelled rows of a test split
+    (label -1, or an empty value) are left out; `rows` then says which rows the report covers."""
     references = np.asarray(references)
     if labels.multi_label:
         references = references.astype(int)
-    return SplitReport(split, prefix, references, decision(probs), labels)
+    rows = labelled_rows(references, labels)
+    predictions = decision(probs)
+    if rows is not None:
+        references, predictions = references[rows], predictions[rows]
+    return SplitReport(split, prefix, references, predictions, labels, rows)
+
+
+def labelled_rows(references: np.ndarray, labels) -> np.ndarray | None:
+    """The rows with a gold label (None when all have one): regression NaN and class id -1 mark unlabelled rows."""
+    if labels.multi_label:
+        return None
+    references = np.asarray(references, dtype=np.float64)
+    unlabelled = np.isnan(references) if getattr(labels, "regression", False) else references < 0
+    return np.flatnonzero(~unlabelled) if unlabelled.any() else None
 
 
 def is_hub_id(name: str) -> bool:
@@ -233,6 +284,10 @@ def model_card(model_name: str, task, results: dict, recipe: dict, custom_head: 
     """A README.md for the output folder: what the model is, its scores, how to load it, and the recipe."""
     names = list(task.labels.names)
     kind = ("multi-label " if task.labels.multi_label else "") + ("sentence-pair" if task.is_pair else "text")
+    labels_line = f"Labels ({len(names)}): {', '.join(f'`{n}`' for n in names)}"
+    if task.labels.regression:
+        kind = ("sentence-pair " if task.is_pair else "text ") + "regression"
+        labels_line = f"Predicts one number, the value of `{names[0]}` (num_labels 1, MSE regression)."
     # base_model is a Hub id in the card's metadata; a local folder is named by its last part only.
     base = f"base_model: {model_name}\n" if is_hub_id(model_name) else ""
     source = f"`{model_name}`" if is_hub_id(model_name) else f"a local checkpoint (`{os.path.basename(model_name)}`)"
@@ -267,9 +322,9 @@ library_name: transformers
 pipeline_tag: text-classification
 {base}---
 
-# {kind} classifier fine-tuned from {source}
+# {kind} {"model" if task.labels.regression else "classifier"} fine-tuned from {source}
 
-Labels ({len(names)}): {", ".join(f"`{n}`" for n in names)}
+{labels_line}
 {f"{chr(10)}Two classes: `precision`, `recall` and `f1` are those of the positive label `{positive}`.{chr(10)}" if positive else ""}
 ## Results
 
@@ -319,11 +374,21 @@ def finish_run(
     write_json(os.path.join(out, FINISHED_MARKER), results)
     names = list(task.labels.names)
     for report in reports:
-        if report.matrix is not None:
+        if report.regression:
+            path = os.path.join(out, f"regression_{report.split}.png")
+            plots.draw(
+                f"{report.split} regression plot",
+                plots.plot_regression,
+                path,
+                report.references,
+                report.predictions,
+                report.split,
+            )
+        elif report.matrix is not None:
             path = os.path.join(out, f"confusion_matrix_{report.split}.png")
             title = f"{report.split}: rows = true label, columns = prediction"
             plots.draw(f"{report.split} confusion matrix", plots.plot_confusion, path, report.matrix, names, title)
-    curve_metric = "f1_macro" if task.labels.multi_label else "accuracy"
+    curve_metric = "f1_macro" if task.labels.multi_label else "mse" if task.labels.regression else "accuracy"
     path = os.path.join(out, "learning_curve.png")
     plots.draw("learning curve", plots.plot_learning_curve, path, log_history, curve_metric)
 
@@ -333,9 +398,16 @@ def print_summary(results: dict, out: str) -> None:
 
     def wanted(key: str) -> bool:  # test_accuracy, eval_f1_macro, kfold_eval_accuracy_mean ...
         name = key.removeprefix("kfold_").removesuffix("_mean").removesuffix("_std").split("_", 1)[-1]
-        return name in ("accuracy", "subset_accuracy", "f1_macro", "f1_micro", "loss") or (
-            name == "samples" and not key.startswith("kfold_")
-        )
+        return name in (
+            "accuracy",
+            "subset_accuracy",
+            "f1_macro",
+            "f1_micro",
+            "loss",
+            "mse",
+            "pearson",
+            "spearman",
+        ) or (name == "samples" and not key.startswith("kfold_"))
 
     shown = {k: v for k, v in results.items() if wanted(k)}
     print(

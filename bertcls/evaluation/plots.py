@@ -152,3 +152,25 @@ def plot_learning_curve(path: str, log_history: list[dict], metric: str) -> bool
         ax.set_title("learning curve")
         _save(fig, path)
     return True
+
+
+def plot_regression(path: str, gold: np.ndarray, predicted: np.ndarray, title: str) -> None:
+    """A regression split: predicted against gold values (the diagonal is a perfect model), and the residuals
+    (predicted - gold) against gold, where a slope or a funnel shows what the model gets wrong."""
+    gold, predicted = np.asarray(gold, dtype=float), np.asarray(predicted, dtype=float)
+    with _figure_style() as plt:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+        alpha = 0.6 if len(gold) <= 2000 else 0.2
+        left.scatter(gold, predicted, s=8, alpha=alpha)
+        low, high = float(min(gold.min(), predicted.min())), float(max(gold.max(), predicted.max()))
+        left.plot([low, high], [low, high], "k--", linewidth=1, label="predicted = gold")
+        left.set_xlabel("gold value")
+        left.set_ylabel("predicted value")
+        left.legend(loc="upper left")
+        left.set_title(f"{title}: predicted vs gold")
+        right.scatter(gold, predicted - gold, s=8, alpha=alpha)
+        right.axhline(0, color="k", linestyle="--", linewidth=1)
+        right.set_xlabel("gold value")
+        right.set_ylabel("residual (predicted - gold)")
+        right.set_title(f"{title}: residuals")
+        _save(fig, path)

@@ -108,6 +108,11 @@ def check(data_args, training_args, labels, has_validation: bool) -> str | None:
             "--tune_threshold stores the thresholds it picks with the model a run trains, and this run trains none",
             fix="add --do_train, or pass --decision_threshold / --label_thresholds to an evaluation or predict",
         )
+    if labels.regression:
+        raise UserError(
+            "--tune_threshold picks a class threshold, and this is a regression task (one number per row)",
+            fix="drop --tune_threshold",
+        )
     if not labels.multi_label and len(labels) != 2:
         raise UserError(
             f"--tune_threshold applies to two-class and multi-label tasks; this one has {len(labels)} classes",

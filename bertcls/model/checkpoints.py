@@ -115,6 +115,10 @@ def load_config(model_args) -> PretrainedConfig:
     """The checkpoint's config: config.json, or bert_config.json of a release zip; --config_overrides applied."""
     name = model_args.model_name_or_path
     check_local_folder(name)
+    if getattr(model_args, "config_name", None):  # --config_name: the config comes from elsewhere (reference)
+        name = model_args.config_name
+        if is_local(name) and not os.path.isfile(os.path.join(name, CONFIG_FILE)) and not os.path.isfile(name):
+            raise UserError(f"--config_name {name}: no {CONFIG_FILE} there", fix="pass a folder holding config.json")
     if os.path.isdir(name) and not os.path.isfile(os.path.join(name, CONFIG_FILE)):
         # AutoConfig reads config.json only; Google's bert_config.json holds the same keys minus model_type.
         config = BertConfig.from_json_file(os.path.join(name, GOOGLE_CONFIG_FILE))
@@ -126,6 +130,7 @@ def load_config(model_args) -> PretrainedConfig:
                 cache_dir=model_args.cache_dir,
                 revision=model_args.model_revision,
                 trust_remote_code=model_args.trust_remote_code,
+                token=getattr(model_args, "token", None),
             )
         except (OSError, ValueError) as e:
             raise load_error(
@@ -181,6 +186,9 @@ def load_tokenizer(name_or_path: str, model_args=None, config: PretrainedConfig 
             "cache_dir": model_args.cache_dir,
             "revision": model_args.model_revision,
             "trust_remote_code": model_args.trust_remote_code,
+            "token": getattr(model_args, "token", None),
+            # transformers 5 always builds the fast tokenizer and drops this; passed on for the versions that read it
+            "use_fast": getattr(model_args, "use_fast_tokenizer", True),
         }
     vocab = os.path.join(name_or_path, "vocab.txt")
     has_vocab = os.path.isfile(vocab)
@@ -301,6 +309,7 @@ def load_pretrained(model_args, config: PretrainedConfig, head_class=None) -> Pr
         "cache_dir": model_args.cache_dir,
         "revision": model_args.model_revision,
         "trust_remote_code": model_args.trust_remote_code,
+        "token": getattr(model_args, "token", None),
     }
     try:
         if head_class is not None:

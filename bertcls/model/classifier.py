@@ -17,7 +17,7 @@ from datasets import Dataset
 from transformers import AutoConfig, AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedModel
 
 from bertcls.config.arguments import DataArguments
-from bertcls.data.labels import LabelSpace, canonical_label, label_list
+from bertcls.data.labels import LabelSpace, as_number, canonical_label, label_list
 from bertcls.data.loading import multi_hot
 from bertcls.data.tokenization import (
     Encoder,
@@ -28,10 +28,16 @@ from bertcls.data.tokenization import (
     position_limit,
 )
 from bertcls.errors import UserError
-from bertcls.evaluation.metrics import Decision, classification_metrics, multi_label_metrics, probabilities
+from bertcls.evaluation.metrics import (
+    Decision,
+    classification_metrics,
+    multi_label_metrics,
+    probabilities,
+    regression_metrics,
+)
 from bertcls.model.checkpoints import CONFIG_FILE, check_local_folder, from_pretrained, load_tokenizer
 from bertcls.model.heads import HEAD_KEY, EncoderClassifier
-from bertcls.model.losses import MULTI_LABEL
+from bertcls.model.losses import MULTI_LABEL, REGRESSION
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,7 @@ PREPROCESSING_KEY = "bertcls_preprocessing"
 # How inputs were built and predictions read; everything that uses a fine-tuned folder builds them the same way.
 PREPROCESSING_KEYS = (
     "text_column",
+    "text_column_delimiter",  # joins a comma-separated --text_column's columns
     "text_pair_column",
     "label_column",
     "max_seq_length",
@@ -78,6 +85,7 @@ def trained_labels(config) -> LabelSpace:
         tuple(config.id2label[i] for i in range(config.num_labels)),
         multi_label=config.problem_type == MULTI_LABEL,
         delimiter=trained.get("label_delimiter") or "|",
+        regression=config.problem_type == REGRESSION or config.num_labels == 1,
     )
 
 
@@ -382,6 +390,13 @@ def pick_fastest(fp32: TrainedClassifier, texts, pairs=None, data_args=None) -> 
 def gold_scores(gold, predicted: np.ndarray, labels: LabelSpace, positive: int | None = None) -> dict | None:
     """The metrics of `predicted` (class ids, or 0/1 rows for a multi-label model) against gold label values as a
     file holds them, over the rows whose gold labels the model knows (`known` of `rows`); None when there are none."""
+    if labels.regression:  # gold values as numbers; rows without one (empty, or not a number) are not scored
+        known = [(_number(g), p) for g, p in zip(gold, predicted)]
+        known = [(g, p) for g, p in known if g is not None]
+        if not known:
+            return None
+        scores = regression_metrics([g for g, _ in known], [p for _, p in known])
+        return {**scores, "known": len(known), "rows": len(predicted)}
     ids = labels.label2id
     if labels.multi_label:
         gold_sets = [label_list(g, labels.delimiter) for g in gold]
@@ -399,6 +414,13 @@ def gold_scores(gold, predicted: np.ndarray, labels: LabelSpace, positive: int |
     else:
         scores = classification_metrics(references, predictions, len(labels), positive)
     return {**scores, "known": len(known), "rows": len(predicted)}
+
+
+def _number(value) -> float | None:
+    try:
+        return as_number(value)
+    except ValueError:
+        return None
 
 
 def _as_rows(columns: dict) -> list[dict]:

@@ -17,7 +17,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from bertcls.errors import UserError
 from bertcls.model.checkpoints import load_pretrained
-from bertcls.model.losses import MULTI_LABEL, classification_loss
+from bertcls.model.losses import MULTI_LABEL, REGRESSION, classification_loss
 
 logger = logging.getLogger(__name__)
 
@@ -115,4 +115,9 @@ def set_labels(config: PretrainedConfig, labels) -> None:
     config.num_labels = len(labels)
     config.id2label = labels.id2label
     config.label2id = labels.label2id
-    config.problem_type = MULTI_LABEL if labels.multi_label else "single_label_classification"
+    if getattr(labels, "regression", False):
+        config.problem_type = (
+            REGRESSION  # num_labels 1: transformers' own MSE regression, pipeline() returns the value
+        )
+    else:
+        config.problem_type = MULTI_LABEL if labels.multi_label else "single_label_classification"

@@ -21,11 +21,15 @@ from bertcls.errors import UserError
 logger = logging.getLogger(__name__)
 
 MULTI_LABEL = "multi_label_classification"
+REGRESSION = "regression"  # transformers' problem_type of a one-output model trained with MSE
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
-    """Cross-entropy over classes (one label per row) or binary cross-entropy per label (multi-label)."""
-    return ClassificationLoss(multi_label=problem_type == MULTI_LABEL)(logits, labels)
+    """Cross-entropy over classes (one label per row), binary cross-entropy per label (multi-label), or MSE
+    (regression)."""
+    return ClassificationLoss(multi_label=problem_type == MULTI_LABEL, regression=problem_type == REGRESSION)(
+        logits, labels
+    )
 
 
 def focal_loss(
@@ -78,8 +82,14 @@ class ClassificationLoss:
     class_weights: torch.Tensor | None = None  # one weight per class, single-label only
     label_smoothing: float = 0.0
     rdrop_alpha: float = 0.0
+    regression: bool = False  # one output per row: kind mse (also what ce means here) or huber
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            predicted, gold = logits.float().view(-1), labels.to(torch.float32).view(-1)
+            if self.kind == "huber":
+                return F.huber_loss(predicted, gold)
+            return F.mse_loss(predicted, gold)
         if self.multi_label:
             if self.kind == "focal":
                 return binary_focal_loss(logits, labels, self.focal_gamma)
@@ -132,6 +142,15 @@ def build_loss(training_args, labels, train_label_ids=None) -> ClassificationLos
     """The run's loss from the training options and the train split's label ids (for class_weights auto)."""
     weights_set = (training_args.class_weights or ["none"]) != ["none"]
     smoothing = training_args.label_smoothing_factor
+    if getattr(labels, "regression", False):
+        check_regression_loss(training_args, weights_set)
+        kind = "huber" if training_args.loss == "huber" else "mse"
+        return ClassificationLoss(kind=kind, regression=True)
+    if training_args.loss in ("mse", "huber"):
+        raise UserError(
+            f"--loss {training_args.loss} is a regression loss, and this is a classification task",
+            fix="drop --loss (or pass --do_regression if the labels are numbers to predict)",
+        )
     if labels.multi_label:
         if weights_set:
             raise UserError(
@@ -156,3 +175,19 @@ def build_loss(training_args, labels, train_label_ids=None) -> ClassificationLos
         label_smoothing=smoothing,
         rdrop_alpha=training_args.rdrop_alpha,
     )
+
+
+def check_regression_loss(training_args, weights_set: bool) -> None:
+    """Options of classifiers that mean nothing for a regression model: one line each."""
+    refused = {
+        "--class_weights": weights_set,
+        "--loss focal": training_args.loss == "focal",
+        "--label_smoothing_factor": bool(training_args.label_smoothing_factor),
+        "--rdrop_alpha": training_args.rdrop_alpha > 0,
+    }
+    for flag, on in refused.items():
+        if on:
+            raise UserError(
+                f"{flag} applies to classes, and this is a regression task (one number per row)",
+                fix=f"drop {flag.split()[0]} (regression losses: --loss mse or --loss huber)",
+            )

@@ -27,10 +27,12 @@ class PreviewArguments:
 
 
 def label_text(label, label_names) -> str:
-    """A class id's name, or a multi-hot row's label names (`[]` for none)."""
+    """A class id's name, a multi-hot row's label names (`[]` for none), or a regression value."""
     if isinstance(label, list):
         return str([n for n, on in zip(label_names, label) if on])
-    return label_names[label]
+    if isinstance(label, float):
+        return f"{label:g}"
+    return label_names[label] if label >= 0 else "(unlabelled)"
 
 
 def show_rows(rows, tokenizer, label_names) -> str:

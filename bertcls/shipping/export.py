@@ -258,16 +258,24 @@ def gold_metric(gold, probs: np.ndarray, labels, decision) -> dict | None:
         return None
     if labels.multi_label:
         keys, metric = ("subset_accuracy", "f1_micro", "f1_macro", "samples"), "f1_micro"
+    elif labels.regression:  # judged by a score where higher is better, like accuracy
+        keys, metric = ("pearson", "spearman", "mse", "samples"), "pearson"
     else:
         keys, metric = ("accuracy", "f1_macro", "samples"), "accuracy"
     return {"metric": metric, **{k: scores[k] for k in keys}}
+
+
+REGRESSION_TOLERANCE = 1e-3  # a regression export agrees with PyTorch on a row within this relative difference
 
 
 def compare(reference: np.ndarray, probs: np.ndarray, labels, decision) -> dict:
     """How far an export's probabilities are from PyTorch's on the same rows, and how often they decide alike."""
     ref_decided = decision(reference)
     decided = decision(probs)
-    same = (ref_decided == decided).all(axis=-1) if labels.multi_label else ref_decided == decided
+    if labels.regression:  # the same value up to float noise
+        same = np.abs(ref_decided - decided) <= REGRESSION_TOLERANCE * np.maximum(1.0, np.abs(ref_decided))
+    else:
+        same = (ref_decided == decided).all(axis=-1) if labels.multi_label else ref_decided == decided
     return {
         "agreement": float(same.mean()),
         "disagreeing_rows": [int(i) for i in np.flatnonzero(~same)[:20]],

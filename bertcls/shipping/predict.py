@@ -228,6 +228,12 @@ def print_scores(gold: list, predicted: np.ndarray, labels: LabelSpace) -> None:
     scores = gold_scores(gold, predicted, labels)
     if scores is None:
         return
+    if labels.regression:
+        print(
+            f"scored {scores['known']} of {scores['rows']} rows with gold values: mse {scores['mse']:.4f}, "
+            f"pearson {scores['pearson']:.4f}, spearman {scores['spearman']:.4f}"
+        )
+        return
     shown = (
         f"subset accuracy {scores['subset_accuracy']:.4f}, micro-F1 {scores['f1_micro']:.4f}"
         if labels.multi_label

@@ -444,7 +444,9 @@ def answers(probs: np.ndarray, classifier, decision) -> list[dict]:
     out = []
     for row, choice in zip(probs, decided):
         probabilities = {name: float(p) for name, p in zip(names, row)}
-        if labels.multi_label:
+        if labels.regression:  # as pipeline() answers for a regression model: the value as the score
+            out.append({"label": names[0], "score": float(choice)})
+        elif labels.multi_label:
             out.append({"labels": [n for n, on in zip(names, choice) if on], "probabilities": probabilities})
         else:
             out.append({"label": names[choice], "score": float(row[choice]), "probabilities": probabilities})
@@ -608,6 +610,8 @@ def build_app(classifier, args: ServeArguments):
     def inference_route(request: Request):
         def answer(logits, parsed):
             _, _, top_k, function, _ = parsed
+            if classifier.labels.regression:  # pipeline() applies nothing to a regression model's value
+                function = function or "none"
             return inference_answers(logits, names, classifier.labels.multi_label, top_k, function)
 
         return handle(request, lambda body: parse_inference_request(body, is_pair, args.max_items), answer)

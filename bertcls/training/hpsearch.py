@@ -194,6 +194,7 @@ def run(model_args, data_args, training_args, task, tokenized, tokenizer, config
         tokenized["validation"],
         compute_metrics,
         model_init=lambda *_: load_model(model_args, config),
+        pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None,
     )
     trials, best = search(trainer, space, training_args)
     if not trainer.is_world_process_zero():

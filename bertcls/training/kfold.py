@@ -31,13 +31,14 @@ from bertcls.training.trainer import build_trainer, predict_split
 logger = logging.getLogger(__name__)
 
 
-def fold_ids(labels, k: int, seed: int, multi_label: bool = False) -> np.ndarray:
-    """The fold (0..k-1) of every row: stratified by label, or plain shuffled folds for multi-label rows."""
+def fold_ids(labels, k: int, seed: int, multi_label: bool = False, regression: bool = False) -> np.ndarray:
+    """The fold (0..k-1) of every row: stratified by label, or plain shuffled folds for multi-label rows and
+    regression values (no classes to stratify by)."""
     n = len(labels)
     if n < k:
         raise UserError(f"--kfold {k} needs at least {k} training rows, there are {n}", fix="lower --kfold")
-    if multi_label:
-        logger.info("multi-label rows have no single class to stratify by: k-fold uses plain shuffled folds")
+    if multi_label or regression:
+        logger.info("%s: k-fold uses plain shuffled folds", "regression" if regression else "multi-label rows")
         splitter, y = KFold(n_splits=k, shuffle=True, random_state=seed), None
     else:
         y = np.asarray(labels)
@@ -76,7 +77,7 @@ def run_kfold(
     train = tokenized["train"]
     seed = training_args.kfold_seed if training_args.kfold_seed is not None else training_args.seed
     train_labels = train["label"][:]  # [:] reads the column at once, not row by row
-    folds = fold_ids(train_labels, k, seed, labels.multi_label)
+    folds = fold_ids(train_labels, k, seed, labels.multi_label, labels.regression)
     wanted = {"validation": training_args.do_eval, "test": training_args.do_predict}
     others = [(s, p) for s, p in (("validation", "eval"), ("test", "test")) if s in tokenized and wanted[s]]
 
@@ -90,8 +91,15 @@ def run_kfold(
         fold_args.output_dir = fold_dir(out, fold)
         set_seed(training_args.seed)  # every fold's model starts from the same initialization
         held = train.select(held_rows)
+        pad_to = data_args.max_seq_length if data_args.pad_to_max_length else None
         trainer = build_trainer(
-            load_model(model_args, config), fold_args, tokenizer, train.select(train_rows), held, compute_metrics
+            load_model(model_args, config),
+            fold_args,
+            tokenizer,
+            train.select(train_rows),
+            held,
+            compute_metrics,
+            pad_to_length=pad_to,
         )
         main_process = trainer.is_world_process_zero()
         trainer.train()
@@ -147,7 +155,9 @@ def run_kfold(
         analysis.write_label_issues(out, issues)
     texts = task.splits["train"]  # the same rows as `train`, before tokenizing
     rows = texts.select_columns([c for c in ("text", "text_pair") if c in texts.column_names]).to_pandas()
-    rows["label"] = [labels.join(v) if labels.multi_label else labels.names[v] for v in train_labels]
+    rows["label"] = [
+        v if labels.regression else labels.join(v) if labels.multi_label else labels.names[v] for v in train_labels
+    ]
     rows["fold"] = folds
     outputs.write_predictions(
         os.path.join(out, "oof_predictions.csv"), outputs.predictions_frame(rows, oof, labels, decision)

@@ -26,6 +26,7 @@
 import json
 import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,7 +43,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from bertcls.data.tokenization import aggregate_windows
 from bertcls.errors import UserError
-from bertcls.evaluation.metrics import probabilities
+from bertcls.evaluation.metrics import LOWER_IS_BETTER, probabilities
+from bertcls.evaluation.outputs import labelled_rows
 from bertcls.files import write_json
 from bertcls.model.classifier import trained_labels
 from bertcls.model.losses import ClassificationLoss, build_loss
@@ -173,6 +175,14 @@ class ClassificationTrainer(Trainer):
         return None  # accelerate shards the dataset in order and gather_for_metrics restores it
 
 
+@dataclass(frozen=True)
+class LabelKind:
+    """What labelled_rows needs to know of a label space."""
+
+    regression: bool
+    multi_label: bool = False
+
+
 class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
     """Length-grouped batches shuffled by a generator seeded with seed + epoch (the Trainer calls set_epoch), so
     epoch k's order is the same in an uninterrupted run, a resumed run, and on every DDP rank."""
@@ -196,14 +206,27 @@ def loss_for(args, config, train_dataset=None) -> ClassificationLoss:
 
 
 def build_trainer(
-    model, args, tokenizer, train, validation, compute_metrics, callbacks=(), model_init=None
+    model, args, tokenizer, train, validation, compute_metrics, callbacks=(), model_init=None, pad_to_length=None
 ) -> ClassificationTrainer:
-    """The run's Trainer: length-sorted evaluation rows, per-batch padding, our loss, and early stopping when asked.
-    `model_init` (instead of `model`) builds a fresh model for every hyperparameter-search trial."""
+    """The run's Trainer: length-sorted evaluation rows, per-batch padding (every row to `pad_to_length` under
+    --pad_to_max_length), our loss, and early stopping when asked. `model_init` (instead of `model`) builds a fresh
+    model for every hyperparameter-search trial."""
     check_metric_for_best_model(args, compute_metrics)
     callbacks = list(callbacks)
     if args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
+    try:
+        return _trainer(
+            model, args, tokenizer, train, validation, compute_metrics, callbacks, model_init, pad_to_length
+        )
+    except (ValueError, ImportError) as e:  # the Trainer's own checks of the flags (fsdp, torch_compile_backend ...)
+        text = " ".join(str(e).split())[:300]
+        raise UserError(
+            f"the Trainer refuses these arguments: {text}", fix="change the flag it names (see --help)"
+        ) from None
+
+
+def _trainer(model, args, tokenizer, train, validation, compute_metrics, callbacks, model_init, pad_to_length):
     return ClassificationTrainer(
         model=model,
         model_init=model_init,
@@ -212,7 +235,7 @@ def build_trainer(
         # Sorted longest first: evaluation batches then hold rows of similar length (little padding).
         eval_dataset=validation.select(longest_first(validation)) if validation is not None else None,
         processing_class=tokenizer,
-        data_collator=make_data_collator(tokenizer, args),
+        data_collator=make_data_collator(tokenizer, args, pad_to_length),
         compute_metrics=compute_metrics,
         callbacks=callbacks,
     )
@@ -237,6 +260,22 @@ def check_evaluation(args, validation, splits) -> None:
 
 
 def check_metric_for_best_model(args, compute_metrics) -> None:
+    """The metric that picks the best checkpoint exists for this task. Regression: the default becomes mse (lower
+    is better), and the Trainer's greater_is_better (which it sets by whether the name ends in `loss`) is set for
+    mse, rmse, mae unless given."""
+    from bertcls.config.recipes import given_fields
+
+    given = given_fields(args)
+    if (
+        getattr(compute_metrics, "regression", False)
+        and args.metric_for_best_model
+        and "metric_for_best_model" not in given
+    ):
+        if args.metric_for_best_model != "mse":
+            logger.info("regression: the best checkpoint is the one with the lowest eval_mse")
+        args.metric_for_best_model = "mse"
+    if args.metric_for_best_model and "greater_is_better" not in given:
+        args.greater_is_better = not args.metric_for_best_model.removeprefix("eval_").endswith(LOWER_IS_BETTER)
     metric = args.metric_for_best_model
     known = compute_metrics.keys() if compute_metrics is not None else None
     if not metric or known is None:
@@ -250,9 +289,14 @@ def check_metric_for_best_model(args, compute_metrics) -> None:
         )
 
 
-def make_data_collator(tokenizer: PreTrainedTokenizerBase, args: TrainingArguments) -> DataCollatorWithPadding:
+def make_data_collator(
+    tokenizer: PreTrainedTokenizerBase, args: TrainingArguments, pad_to_length: int | None = None
+) -> DataCollatorWithPadding:
     """Dynamic padding: each batch is padded to its own longest row, rounded up to `--pad_to_multiple_of`
-    (default 8 under fp16/bf16, where tensor cores want multiples of 8; none in fp32)."""
+    (default 8 under fp16/bf16, where tensor cores want multiples of 8; none in fp32). `pad_to_length`
+    (--pad_to_max_length): every row to that many tokens, fixed shapes as in the reference script."""
+    if pad_to_length:
+        return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=pad_to_length)
     multiple = getattr(args, "pad_to_multiple_of", None)
     if multiple is None:
         multiple = 8 if args.fp16 or args.bf16 else 1
@@ -317,11 +361,41 @@ def train_and_save(trainer: Trainer, train, resume_from: str | None, interrupt) 
     return {**metrics, "train_samples": len(train)}
 
 
+def check_task_options(args, labels) -> None:
+    """Options that only mean something for classes, refused in one line for a regression task."""
+    if labels.regression and args.find_label_issues:
+        raise UserError(
+            "--find_label_issues ranks rows whose class looks wrong, and this is a regression task", fix="drop it"
+        )
+
+
+def split_report_rows(references, labels) -> np.ndarray:
+    """The rows of a split that carry a gold label (test rows labelled -1 or empty are unlabelled)."""
+    rows = labelled_rows(np.asarray(references), labels)
+    return np.arange(len(references)) if rows is None else rows
+
+
 def predict_split(trainer, dataset, prefix, compute_metrics, windows=None, aggregation="mean"):
     """Logits for every row of a tokenized split, in row order, and its metrics when it is labelled.
 
     With `windows` (tokenization.encode_windows of the same rows), every window is classified and each row's
-    logits combine its windows' logits; the metrics are then scored on the combined logits."""
+    logits combine its windows' logits; the metrics are then scored on the combined logits. A test split whose
+    rows are only partly labelled (label -1 or empty: unlabelled) is predicted whole and scored on its labelled
+    rows; `<prefix>_unlabelled` counts the others."""
+    if "label" in dataset.column_names and not getattr(compute_metrics, "multi_label", False):
+        references = np.asarray(dataset["label"][:])
+        kind = LabelKind(getattr(compute_metrics, "regression", False))
+        rows = labelled_rows(references, kind)
+        if rows is not None:
+            logits, metrics = predict_split(
+                trainer, dataset.remove_columns("label"), prefix, compute_metrics, windows, aggregation
+            )
+            if len(rows):
+                probs = probabilities(logits[rows], False)
+                scores = compute_metrics.score(probs, references[rows])
+                metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
+            metrics[f"{prefix}_unlabelled"] = len(references) - len(rows)
+            return logits, metrics
     if windows is None:
         return predict_in_order(trainer, dataset, prefix)
     unlabelled = windows.remove_columns([c for c in ("label",) if c in windows.column_names])
