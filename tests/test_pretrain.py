@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM
 
 import run_classification
+from bertcls.errors import UserError
 from bertcls.model.checkpoints import load_tokenizer
 from bertcls.pretrain import run as pretrain
 from bertcls.pretrain.args import PretrainDataArguments, PretrainingArguments
@@ -78,19 +79,46 @@ def test_several_files_and_columns_are_read_and_empty_texts_counted(write, tmp_p
     )  # an empty text_b cell and two blank lines skipped; labels never read
 
 
-def test_from_task_takes_every_split_and_both_columns_but_no_labels(write):
+def test_from_task_reads_train_and_validation_text_but_test_text_only_when_asked(write, caplog):
     train = write("train.tsv", "text_a\ttext_b\tlabel\n问句一\t问句二\t1\n问句三\t问句四\t0\n")
+    dev = write("dev.tsv", "text_a\ttext_b\tlabel\n问句七\t问句八\t1\n")
     test = write("test.tsv", "text_a\ttext_b\n问句五\t问句六\n")
     pairs = write("pairs.json", json.dumps({"model_name_or_path": "hfl/chinese-bert-wwm-ext", "train_file": train,
-                                            "test_file": test, "text_column": "text_a", "text_pair_column": "text_b",
-                                            "learning_rate": 2e-5}))  # fmt: skip
+                                            "validation_file": dev, "test_file": test, "text_column": "text_a",
+                                            "text_pair_column": "text_b", "learning_rate": 2e-5}))  # fmt: skip
     write("titles.txt", "标题甲\t7\n标题乙\t8\n")  # header-less label<TAB>text the other way round
-    titles = write("titles.json", json.dumps({"model_name_or_path": "x", "test_file": "titles.txt",
+    titles = write("titles.json", json.dumps({"model_name_or_path": "x", "train_file": "titles.txt",
                                               "column_names": ["text", "label"]}))  # fmt: skip
     args = PretrainDataArguments(from_task=[pairs, titles], validation_split_percentage=0)
-    assert sorted(read_texts(args, seed=1)["train"]["text"]) == sorted(
-        ["问句一", "问句二", "问句三", "问句四", "问句五", "问句六", "标题甲", "标题乙"]
+    with caplog.at_level("INFO", logger="bertcls.pretrain.data"):
+        texts = read_texts(args, seed=1)["train"]["text"]
+    assert sorted(texts) == sorted(["问句一", "问句二", "问句三", "问句四", "问句七", "问句八", "标题甲", "标题乙"])
+    assert f"--from_task {pairs}: texts of its train, validation split(s); not read: test" in caplog.text
+    transductive = PretrainDataArguments(from_task=[pairs], validation_split_percentage=0, from_task_test_text=True)
+    assert sorted(read_texts(transductive, seed=1)["train"]["text"]) == sorted(
+        ["问句一", "问句二", "问句三", "问句四", "问句七", "问句八", "问句五", "问句六"]
     )
+
+
+def test_from_task_with_only_test_data_says_how_to_read_it(write):
+    write("titles.txt", "标题甲\t7\n标题乙\t8\n")
+    titles = write("titles.json", json.dumps({"model_name_or_path": "x", "test_file": "titles.txt",
+                                              "column_names": ["text", "label"]}))  # fmt: skip
+    with pytest.raises(UserError, match="--from_task_test_text"):
+        read_texts(PretrainDataArguments(from_task=[titles], validation_split_percentage=0), seed=1)
+
+
+def test_held_out_texts_that_also_occur_in_the_training_text_are_removed(write):
+    lines = [f"评论{i}号很好" for i in range(40)] * 2 + [f"独有的文本{i}" for i in range(40)]  # 40 texts twice
+    corpus = write("corpus.txt", "\n".join(lines) + "\n")
+    texts = read_texts(PretrainDataArguments(train_file=[corpus], validation_split_percentage=25), seed=3)
+    held_out, trained = texts["validation"]["text"], set(texts["train"]["text"])
+    assert held_out and not set(held_out) & trained and len(set(held_out)) == len(held_out)
+    # Every text of the corpus is either trained on or held out (once); none is lost but the removed copies.
+    assert set(held_out) | trained == set(lines)
+    own = write("own.txt", "评论1号很好\n新的一句话\n新的一句话\n")
+    texts = read_texts(PretrainDataArguments(train_file=[corpus], validation_file=[own]), seed=3)
+    assert texts["validation"]["text"] == ["新的一句话"]
 
 
 def test_held_out_share_is_split_off_by_seed(reviews):
@@ -414,9 +442,9 @@ def test_two_processes_over_gloo_count_every_held_out_block_once(reviews, tiny_m
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with open(reviews, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    held_out = write("held_out.txt", "\n".join(lines[:17]) + "\n")  # 39 blocks: 2 x 4 does not divide them
+    with open(shared("chnsenticorp", "dev.tsv"), encoding="utf-8") as f:  # reviews the training text lacks
+        lines = [line.rstrip("\n").split("\t", 1)[1] for line in list(f)[1:]]
+    held_out = write("held_out.txt", "\n".join(lines[:17]) + "\n")
     out = tmp_path / "two"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(REPO / "recipes" / "accelerate" / "multi_gpu.yaml"), "--num_processes", "2",
