@@ -32,6 +32,25 @@ def raw_rows(task, split: str, rows: np.ndarray) -> pd.DataFrame:
     return task.raw[split].select(source_rows).to_pandas()
 
 
+def source_columns(source, source_rows) -> pd.DataFrame:
+    """Where rows are in their input file: `source_file`, and `source_line`, the line of the file as an editor
+    numbers it (1 = the first line; a header line counts, so with a header the first data row is line 2), or for
+    files whose rows are not lines (parquet, a JSON array, a --dataset_name split) `source_row`, the data row
+    (1 = the first). A validation split held out from train names the train file."""
+    source_rows = np.asarray(source_rows, dtype=np.int64)
+    frame = pd.DataFrame({"source_file": [source.name] * len(source_rows)})
+    if source.first_line:
+        frame["source_line"] = source_rows + source.first_line
+    else:
+        frame["source_row"] = source_rows + 1
+    return frame
+
+
+def _location(row) -> str:
+    """`line 12` / `row 12` of a frame row with source columns, for analysis.md."""
+    return f"line {row['source_line']}" if "source_line" in row else f"row {row['source_row']}"
+
+
 def wrong_rows(references: np.ndarray, predicted: np.ndarray, multi_label: bool) -> np.ndarray:
     if multi_label:
         return np.flatnonzero((np.asarray(references).astype(int) != predicted).any(axis=1))
@@ -51,7 +70,8 @@ def error_confidence(probs: np.ndarray, references: np.ndarray, predicted: np.nd
 
 def errors_frame(task, report, probs: np.ndarray, rows_of: str) -> pd.DataFrame:
     """The misclassified rows of a scored split (an outputs.SplitReport), most confident mistakes first; their own
-    columns come from the file of split `rows_of`."""
+    columns and their place (source_file, source_line) come from the file of split `rows_of`. The index holds
+    each row's position in the split."""
     labels = task.labels
     references, predicted = report.references, report.predictions
     wrong = wrong_rows(references, predicted, labels.multi_label)
@@ -64,8 +84,9 @@ def errors_frame(task, report, probs: np.ndarray, rows_of: str) -> pd.DataFrame:
         frame["predicted"] = [labels.names[predicted[i]] for i in wrong]
         frame["gold_probability"] = probs[wrong, references[wrong]]
     frame["confidence"] = error_confidence(probs[wrong], references[wrong], predicted[wrong], labels.multi_label)
-    frame["row"] = wrong + 1  # the row's place in the split (1 = first)
-    return frame.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
+    frame = frame.join(source_columns(task.sources[rows_of], task.splits[rows_of].select(wrong)["source_row"][:]))
+    frame.index = wrong
+    return frame.sort_values("confidence", ascending=False, kind="stable")
 
 
 def write_errors(out: str, task, report, probs: np.ndarray, rows_of: str) -> dict:
@@ -75,11 +96,11 @@ def write_errors(out: str, task, report, probs: np.ndarray, rows_of: str) -> dic
         frame.to_csv(tmp, index=False, float_format="%.6f")
     split = task.splits[rows_of]
     shown = []
-    for _, row in frame.head(ERRORS_SHOWN).iterrows():
-        example = split[int(row["row"]) - 1]
+    for position, row in frame.head(ERRORS_SHOWN).iterrows():
+        example = split[int(position)]
         text = example["text"] + (f" / {example['text_pair']}" if "text_pair" in example else "")
-        shown.append([int(row["row"]), _short(text), row["gold"], row["predicted"], float(row["confidence"])])
-    return {"wrong": len(frame), "rows": len(report.references), "shown": shown}
+        shown.append([_location(row), _short(text), row["gold"], row["predicted"], float(row["confidence"])])
+    return {"wrong": len(frame), "rows": len(report.references), "shown": shown, "file": task.sources[rows_of].name}
 
 
 def class_counts(task) -> pd.DataFrame:
@@ -178,7 +199,10 @@ def analysis_markdown(task, results: dict, reports, errors: dict, extras: dict) 
             f"## Most confident mistakes on {split} ({found['wrong']} of {found['rows']} rows wrong, all in "
             f"errors_{split}.csv)",
             "",
-            _table(["row", "text", "gold", "predicted", "confidence"], found["shown"]),
+            _table(
+                [f"where in {os.path.basename(found['file'])}", "text", "gold", "predicted", "confidence"],
+                found["shown"],
+            ),  # fmt: skip
             "",
         ]
     for title, text in extras.items():
@@ -223,7 +247,7 @@ def find_label_issues(task, oof: np.ndarray, folds: np.ndarray, decision) -> tup
     frame["label_quality"] = scores
     frame["label_issue"] = issues
     frame["fold"] = folds
-    frame["train_row"] = np.arange(1, len(train) + 1)
+    frame = frame.join(source_columns(task.sources["train"], train["source_row"][:]))
     frame = frame.sort_values("label_quality", kind="stable").reset_index(drop=True)
     flagged = frame[frame["label_issue"]]
     per_class = flagged.groupby("given_label").size().reindex(list(labels.names), fill_value=0)

@@ -169,8 +169,10 @@ def write_predictions(path: str, frame: pd.DataFrame) -> None:
 
 
 def write_test_predictions(output_dir: str, task, probs: np.ndarray, decision: Decision) -> None:
-    """output_dir/predictions.csv: the raw test rows, in input order, with their predictions."""
+    """output_dir/predictions.csv: the raw test rows, in input order, with their predictions and their place in
+    the file (source_file, source_line; test rows are never dropped, so row i is the file's data row i)."""
     frame = predictions_frame(task.raw_test.to_pandas(), probs, task.labels, decision)
+    frame = frame.join(analysis.source_columns(task.sources["test"], np.arange(len(frame))))
     write_predictions(os.path.join(output_dir, "predictions.csv"), frame)
 
 

@@ -145,13 +145,12 @@ def run_kfold(
     if training_args.find_label_issues:
         issues, findings.notes["Label issues"] = analysis.find_label_issues(task, oof, folds, decision)
         analysis.write_label_issues(out, issues)
-    texts = task.splits["train"]  # the same rows as `train`, before tokenizing
-    rows = texts.select_columns([c for c in ("text", "text_pair") if c in texts.column_names]).to_pandas()
-    rows["label"] = [labels.join(v) if labels.multi_label else labels.names[v] for v in train_labels]
+    # Every train row with the file's own columns, its fold, its out-of-fold prediction, and its file line.
+    rows = analysis.raw_rows(task, "train", np.arange(len(train)))
     rows["fold"] = folds
-    outputs.write_predictions(
-        os.path.join(out, "oof_predictions.csv"), outputs.predictions_frame(rows, oof, labels, decision)
-    )
+    frame = outputs.predictions_frame(rows, oof, labels, decision)
+    frame = frame.join(analysis.source_columns(task.sources["train"], task.splits["train"]["source_row"][:]))
+    outputs.write_predictions(os.path.join(out, "oof_predictions.csv"), frame)
     for fold, probs in enumerate(fold_tests):
         outputs.write_test_predictions(fold_dir(out, fold), task, probs, decision)
     if metric:  # each fold's model remembers the thresholds chosen for the ensemble
