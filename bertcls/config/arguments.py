@@ -67,6 +67,7 @@ RANGES = {
     "seed": (0, SEED_MAX, True, True),
     "data_seed": (0, SEED_MAX, True, True),
     "kfold_seed": (0, SEED_MAX, True, True),
+    "validation_split_seed": (0, SEED_MAX, True, True),
     "dataloader_num_workers": (0, None, True, True),
     "adam_beta1": (0, 1, True, False),
     "adam_beta2": (0, 1, True, False),
@@ -275,7 +276,15 @@ class DataArguments:
         default=10.0,
         metadata={
             "help": "When no validation data is given, hold out this percent of train (stratified by label, "
-            "seeded by --seed). 0 disables."
+            "seeded by --validation_split_seed, default --seed). 0 disables."
+        },
+    )
+    validation_split_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the validation split held out from train (default: --seed). A search that varies "
+            "`seed` keeps one split for every trial, and its best_recipe.json sets this, so the final run validates "
+            "on the same rows as the trial it reproduces."
         },
     )
     max_seq_length: int = field(

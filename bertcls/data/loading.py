@@ -458,8 +458,9 @@ def load_task_data(
         standardized["train"] = first_rows(standardized["train"], limits["train"])
     percentage = data_args.validation_split_percentage
     if hold_out and percentage > 0 and "validation" not in standardized and "train" in standardized:
+        split_seed = getattr(data_args, "validation_split_seed", None)
         standardized["train"], standardized["validation"] = hold_out_validation(
-            standardized["train"], percentage, seed, stratify=not multi_label
+            standardized["train"], percentage, seed if split_seed is None else split_seed, stratify=not multi_label
         )
     standardized = {s: first_rows(ds, limits[s]) for s, ds in standardized.items()}
     raw_test = first_rows(raw["test"], limits["test"]) if "test" in raw else None
