@@ -272,6 +272,21 @@ class DataArguments:
             "of stopping with an error."
         },
     )
+    drop_duplicate_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop train rows that repeat an earlier train row's text and label (the count is logged; rows of "
+            "a text with conflicting labels stay, for you or --find_label_issues to judge). Before a validation "
+            "split is held out, so copies cannot land on both sides."
+        },
+    )
+    drop_leaked_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop train rows whose text also occurs in the validation or test split (counted in the log); "
+            "the held-out splits stay as they are. Without it the data-health report counts them."
+        },
+    )
     validation_split_percentage: float = field(
         default=10.0,
         metadata={

@@ -147,6 +147,29 @@ def _table(header: list[str], rows: list[list]) -> str:
 HEADLINE = ("accuracy", "f1_macro", "f1_micro", "top3_accuracy", "top5_accuracy", "subset_accuracy", "f1_samples")
 
 
+ONE_CLASS_SHARE = 0.95
+
+
+def one_class_notes(reports, names: list[str]) -> list[str]:
+    """A line for each scored split on which the model predicts one class for more than 95% of the rows."""
+    notes = []
+    for report in reports:
+        if report.labels.multi_label or not len(report.predictions):
+            continue
+        counts = np.bincount(np.asarray(report.predictions, dtype=np.int64), minlength=len(names))
+        top = int(counts.argmax())
+        share = counts[top] / counts.sum()
+        if share > ONE_CLASS_SHARE:
+            gold = float(np.mean(np.asarray(report.references) == top))
+            notes.append(
+                f"- **On {report.split} the model predicts `{names[top]}` for {share:.1%} of the rows** (the gold "
+                f"share of `{names[top]}` is {gold:.1%}): it has learned little beyond the most frequent class. "
+                "Train longer or with a higher learning rate, check the labels, or weigh the classes "
+                "(--class_weights auto)."
+            )
+    return notes
+
+
 def analysis_markdown(task, results: dict, reports, errors: dict, extras: dict) -> str:
     """analysis.md: the page to read first after a run."""
     labels = task.labels
@@ -175,11 +198,18 @@ def analysis_markdown(task, results: dict, reports, errors: dict, extras: dict) 
             )
     if "train" in counts.columns and len(counts) and counts["train"].min() < counts["train"].max() / 2:
         rare, common = counts["train"].idxmin(), counts["train"].idxmax()
+        # --tune_threshold refuses tasks of three or more classes: advise only what this task can use.
+        options = (
+            "--class_weights and --tune_threshold" if labels.multi_label or len(names) == 2 else "--class_weights"
+        )
         parts.append(
             f"- Imbalanced train: `{rare}` has {counts['train'].min()} rows, `{common}` {counts['train'].max()} "
-            "(see --class_weights and --tune_threshold)."
+            f"(see {options})."
         )
+    parts += one_class_notes(reports, names)
     parts.append("")
+    if getattr(task, "health", None) is not None:  # rows per class are in the table above
+        parts += ["## Data health", "", task.health.markdown(classes=False), ""]
     for report in reports:
         if report.matrix is None:
             continue
@@ -239,7 +269,7 @@ def find_label_issues(task, oof: np.ndarray, folds: np.ndarray, decision) -> tup
         ids = np.asarray(given, dtype=np.int64)
         issues = find(labels=ids, pred_probs=oof)
         scores = quality(ids, oof)
-        suggested = [labels.names[i] for i in oof.argmax(axis=1)]
+        suggested = [labels.names[i] for i in decision(oof)]  # the run's decision rule (a tuned threshold too)
         given_names = [labels.names[i] for i in ids]
     frame = raw_rows(task, "train", np.arange(len(train)))
     frame["given_label"] = given_names

@@ -314,7 +314,7 @@ def finish_run(
     reports = findings.reports
     if reports:
         write_text(os.path.join(out, "classification_report.txt"), "\n".join(r.text for r in reports))
-    if reports or findings.notes:
+    if reports or findings.notes or getattr(task, "health", None) is not None:
         analysis.write_analysis(out, task, results, reports, findings.errors, findings.notes)
     if model_saved:
         write_text(os.path.join(out, "README.md"), model_card(model_name, task, results, recipe, custom_head))
