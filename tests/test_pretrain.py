@@ -121,6 +121,28 @@ def test_held_out_texts_that_also_occur_in_the_training_text_are_removed(write):
     assert texts["validation"]["text"] == ["新的一句话"]
 
 
+def test_recipe_json_reruns_from_any_folder_with_list_valued_relative_paths(tmp_path, monkeypatch):
+    from bertcls.config.recipes import parse_args, recipe_of
+    from bertcls.pretrain.run import DATACLASSES
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("第一条文本\n", encoding="utf-8")
+    (data / "b.txt").write_text("第二条文本\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--tokenizer_name", os.path.relpath(os.path.dirname(shared("vocab", "vocab.txt")), tmp_path)]
+    argv += ["--train_file", "data/a.txt", "data/b.txt", "--output_dir", "out", "--validation_split_percentage", "0"]
+    recipe = recipe_of(*parse_args(argv, dataclass_types=DATACLASSES))
+    assert recipe["train_file"] == [str(data / "a.txt"), str(data / "b.txt")]
+    assert os.path.isabs(recipe["tokenizer_name"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "recipe.json").write_text(json.dumps(recipe))
+    monkeypatch.chdir(elsewhere)
+    _, data_args, _ = parse_args(["recipe.json"], dataclass_types=DATACLASSES)
+    assert sorted(read_texts(data_args, seed=1)["train"]["text"]) == ["第一条文本", "第二条文本"]
+
+
 def test_held_out_share_is_split_off_by_seed(reviews):
     args = PretrainDataArguments(train_file=[reviews], validation_split_percentage=10)
     texts = read_texts(args, seed=5)
@@ -282,6 +304,43 @@ def test_loss_over_masked_tokens_equals_the_stock_mlm_loss(tmp_path, sparse):
         assert torch.allclose(ours[name], parameter.grad, atol=1e-6), name
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+def test_accumulated_loss_with_num_items_in_batch_equals_the_stock_loss_over_all_masked_tokens(tmp_path, sparse):
+    """The Trainer's path under gradient accumulation (and DDP): each micro-batch's loss is its masked tokens' sum
+    over `num_items_in_batch`, the masked tokens of the whole accumulated batch. Summed over the micro-batches,
+    loss and gradients must be the stock MLM loss of one batch holding all of them: each masked token weighs the
+    same, however the tokens fall into micro-batches (here 2 and 9 masked tokens)."""
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, hidden_dropout_prob=0, attention_probs_dropout_prob=0)  # fmt: skip
+    model = BertForMaskedLM(config)
+    args = PretrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, eval_strategy="no", gradient_accumulation_steps=2
+    )
+    trainer = MaskedLMTrainer(model=model, args=args, sparse_mlm_head=sparse)
+    ids = torch.randint(5, 300, (4, 16))
+    labels = torch.full_like(ids, -100)
+    for row, column in [(0, 3), (1, 7), (2, 0), (2, 5), (2, 9), (2, 11), (3, 1), (3, 2), (3, 8), (3, 14), (3, 15)]:
+        labels[row, column] = ids[row, column]
+    micro = [slice(0, 2), slice(2, 4)]
+    total = int((labels != -100).sum())
+    assert total == 11
+    loss = sum(
+        trainer.compute_loss(model, {"input_ids": ids[m], "labels": labels[m]}, num_items_in_batch=torch.tensor(total))
+        for m in micro
+    )
+    loss.backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    if trainer.sparse is not None:
+        trainer.sparse.remove()
+    stock = model(input_ids=ids, labels=labels).loss  # transformers' own MLM loss: the mean over all 11 tokens
+    stock.backward()
+    assert torch.allclose(loss, stock, atol=1e-6)
+    for name, parameter in model.named_parameters():
+        assert torch.allclose(ours[name], parameter.grad, atol=1e-6), name
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # End to end
 
@@ -354,6 +413,14 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(reviews, tiny_model, 
         pretrain.main(pretrain_flags(killed, **flags))
     resumed = pretrain.main(pretrain_flags(killed, **flags, resume_from_checkpoint="auto"))
     assert resumed["eval_perplexity"] == whole["eval_perplexity"]
+    # train_results.json says which steps its loss and speeds cover: 4-6, the resumed part
+    written = json.loads((killed / "train_results.json").read_text())
+    assert (written["train_resumed_from_step"], written["train_steps_covered"], written["train_global_step"]) == (
+        3,
+        3,
+        6,
+    )
+    assert "train_resumed_from_step" not in json.loads((tmp_path / "whole" / "train_results.json").read_text())
     reference = read_weights(tmp_path / "whole")
     assert all(torch.equal(tensor, reference[name]) for name, tensor in read_weights(killed).items())
 
