@@ -113,7 +113,7 @@ def main(argv=None):
     probs = classifier.predict_rows(rows, data_args, args.batch_size, source)
     labels = classifier.labels
     decision = classifier.decision(data_args)
-    frame = predictions_frame(raw.to_pandas(), probs, labels, decision)
+    frame = predictions_frame(raw.to_pandas(), probs, labels, decision, source)  # with each row's file line
     write_predictions(args.output_file, frame)
     print(f"{len(frame)} predictions written to {args.output_file}")
     if data_args.label_column in raw.column_names:
