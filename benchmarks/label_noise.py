@@ -45,7 +45,8 @@ def flip(train: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, np
 
 def scores(issues: pd.DataFrame, flipped: np.ndarray) -> dict:
     """Precision/recall of the flipped rows among the top-ranked rows and among cleanlab's flagged rows."""
-    truth = (issues["train_row"] - 1).isin(set(flipped.tolist())).to_numpy()
+    # source_line 2 is the first data row of the header-led train.tsv (= row 0 of the frame we flipped in)
+    truth = (issues["source_line"] - 2).isin(set(flipped.tolist())).to_numpy()
     top = truth[: len(flipped)]
     flagged = truth[issues["label_issue"].to_numpy()]
     return {

@@ -14,6 +14,7 @@ import sys
 # subcommand -> (module, one line for the overview)
 COMMANDS = {
     "preview": ("bertcls.model.preview", "print rows as the model sees them, and length statistics"),
+    "inspect": ("bertcls.data.inspection", "data health of a recipe's files: duplicates, leakage, conflicting labels"),
     "predict": ("bertcls.shipping.predict", "predict a file with a fine-tuned folder (torch or ONNX)"),
     "export": ("bertcls.shipping.export", "export a fine-tuned folder to ONNX (fp32 or int8), with a parity check"),
     "serve": ("bertcls.shipping.serve", "serve a fine-tuned or exported folder over HTTP"),

@@ -131,7 +131,8 @@ def test_multi_label_end_to_end(tiny_model, write, tmp_path):
         "财经",
     ]
     frame = pd.read_csv(out / "predictions.csv", keep_default_na=False)
-    assert list(frame.columns) == ["text", "label", "prediction", "prob_体育", "prob_科技", "prob_财经"]
+    assert list(frame.columns) == ["text", "label", "prediction", "prob_体育", "prob_科技", "prob_财经", "source_file",
+                                   "source_line"]  # fmt: skip
     for _, row in frame.iterrows():
         on = [n for n in ("体育", "科技", "财经") if row[f"prob_{n}"] >= 0.5]
         assert row["prediction"] == "|".join(on)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertForMaskedLM
 
 import run_classification
+from bertcls.errors import UserError
 from bertcls.model.checkpoints import load_tokenizer
 from bertcls.pretrain import run as pretrain
 from bertcls.pretrain.args import PretrainDataArguments, PretrainingArguments
@@ -78,19 +79,68 @@ def test_several_files_and_columns_are_read_and_empty_texts_counted(write, tmp_p
     )  # an empty text_b cell and two blank lines skipped; labels never read
 
 
-def test_from_task_takes_every_split_and_both_columns_but_no_labels(write):
+def test_from_task_reads_train_and_validation_text_but_test_text_only_when_asked(write, caplog):
     train = write("train.tsv", "text_a\ttext_b\tlabel\n问句一\t问句二\t1\n问句三\t问句四\t0\n")
+    dev = write("dev.tsv", "text_a\ttext_b\tlabel\n问句七\t问句八\t1\n")
     test = write("test.tsv", "text_a\ttext_b\n问句五\t问句六\n")
     pairs = write("pairs.json", json.dumps({"model_name_or_path": "hfl/chinese-bert-wwm-ext", "train_file": train,
-                                            "test_file": test, "text_column": "text_a", "text_pair_column": "text_b",
-                                            "learning_rate": 2e-5}))  # fmt: skip
+                                            "validation_file": dev, "test_file": test, "text_column": "text_a",
+                                            "text_pair_column": "text_b", "learning_rate": 2e-5}))  # fmt: skip
     write("titles.txt", "标题甲\t7\n标题乙\t8\n")  # header-less label<TAB>text the other way round
-    titles = write("titles.json", json.dumps({"model_name_or_path": "x", "test_file": "titles.txt",
+    titles = write("titles.json", json.dumps({"model_name_or_path": "x", "train_file": "titles.txt",
                                               "column_names": ["text", "label"]}))  # fmt: skip
     args = PretrainDataArguments(from_task=[pairs, titles], validation_split_percentage=0)
-    assert sorted(read_texts(args, seed=1)["train"]["text"]) == sorted(
-        ["问句一", "问句二", "问句三", "问句四", "问句五", "问句六", "标题甲", "标题乙"]
+    with caplog.at_level("INFO", logger="bertcls.pretrain.data"):
+        texts = read_texts(args, seed=1)["train"]["text"]
+    assert sorted(texts) == sorted(["问句一", "问句二", "问句三", "问句四", "问句七", "问句八", "标题甲", "标题乙"])
+    assert f"--from_task {pairs}: texts of its train, validation split(s); not read: test" in caplog.text
+    transductive = PretrainDataArguments(from_task=[pairs], validation_split_percentage=0, from_task_test_text=True)
+    assert sorted(read_texts(transductive, seed=1)["train"]["text"]) == sorted(
+        ["问句一", "问句二", "问句三", "问句四", "问句七", "问句八", "问句五", "问句六"]
     )
+
+
+def test_from_task_with_only_test_data_says_how_to_read_it(write):
+    write("titles.txt", "标题甲\t7\n标题乙\t8\n")
+    titles = write("titles.json", json.dumps({"model_name_or_path": "x", "test_file": "titles.txt",
+                                              "column_names": ["text", "label"]}))  # fmt: skip
+    with pytest.raises(UserError, match="--from_task_test_text"):
+        read_texts(PretrainDataArguments(from_task=[titles], validation_split_percentage=0), seed=1)
+
+
+def test_held_out_texts_that_also_occur_in_the_training_text_are_removed(write):
+    lines = [f"评论{i}号很好" for i in range(40)] * 2 + [f"独有的文本{i}" for i in range(40)]  # 40 texts twice
+    corpus = write("corpus.txt", "\n".join(lines) + "\n")
+    texts = read_texts(PretrainDataArguments(train_file=[corpus], validation_split_percentage=25), seed=3)
+    held_out, trained = texts["validation"]["text"], set(texts["train"]["text"])
+    assert held_out and not set(held_out) & trained and len(set(held_out)) == len(held_out)
+    # Every text of the corpus is either trained on or held out (once); none is lost but the removed copies.
+    assert set(held_out) | trained == set(lines)
+    own = write("own.txt", "评论1号很好\n新的一句话\n新的一句话\n")
+    texts = read_texts(PretrainDataArguments(train_file=[corpus], validation_file=[own]), seed=3)
+    assert texts["validation"]["text"] == ["新的一句话"]
+
+
+def test_recipe_json_reruns_from_any_folder_with_list_valued_relative_paths(tmp_path, monkeypatch):
+    from bertcls.config.recipes import parse_args, recipe_of
+    from bertcls.pretrain.run import DATACLASSES
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("第一条文本\n", encoding="utf-8")
+    (data / "b.txt").write_text("第二条文本\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--tokenizer_name", os.path.relpath(os.path.dirname(shared("vocab", "vocab.txt")), tmp_path)]
+    argv += ["--train_file", "data/a.txt", "data/b.txt", "--output_dir", "out", "--validation_split_percentage", "0"]
+    recipe = recipe_of(*parse_args(argv, dataclass_types=DATACLASSES))
+    assert recipe["train_file"] == [str(data / "a.txt"), str(data / "b.txt")]
+    assert os.path.isabs(recipe["tokenizer_name"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "recipe.json").write_text(json.dumps(recipe))
+    monkeypatch.chdir(elsewhere)
+    _, data_args, _ = parse_args(["recipe.json"], dataclass_types=DATACLASSES)
+    assert sorted(read_texts(data_args, seed=1)["train"]["text"]) == ["第一条文本", "第二条文本"]
 
 
 def test_held_out_share_is_split_off_by_seed(reviews):
@@ -254,6 +304,43 @@ def test_loss_over_masked_tokens_equals_the_stock_mlm_loss(tmp_path, sparse):
         assert torch.allclose(ours[name], parameter.grad, atol=1e-6), name
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+def test_accumulated_loss_with_num_items_in_batch_equals_the_stock_loss_over_all_masked_tokens(tmp_path, sparse):
+    """The Trainer's path under gradient accumulation (and DDP): each micro-batch's loss is its masked tokens' sum
+    over `num_items_in_batch`, the masked tokens of the whole accumulated batch. Summed over the micro-batches,
+    loss and gradients must be the stock MLM loss of one batch holding all of them: each masked token weighs the
+    same, however the tokens fall into micro-batches (here 2 and 9 masked tokens)."""
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, hidden_dropout_prob=0, attention_probs_dropout_prob=0)  # fmt: skip
+    model = BertForMaskedLM(config)
+    args = PretrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, eval_strategy="no", gradient_accumulation_steps=2
+    )
+    trainer = MaskedLMTrainer(model=model, args=args, sparse_mlm_head=sparse)
+    ids = torch.randint(5, 300, (4, 16))
+    labels = torch.full_like(ids, -100)
+    for row, column in [(0, 3), (1, 7), (2, 0), (2, 5), (2, 9), (2, 11), (3, 1), (3, 2), (3, 8), (3, 14), (3, 15)]:
+        labels[row, column] = ids[row, column]
+    micro = [slice(0, 2), slice(2, 4)]
+    total = int((labels != -100).sum())
+    assert total == 11
+    loss = sum(
+        trainer.compute_loss(model, {"input_ids": ids[m], "labels": labels[m]}, num_items_in_batch=torch.tensor(total))
+        for m in micro
+    )
+    loss.backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    if trainer.sparse is not None:
+        trainer.sparse.remove()
+    stock = model(input_ids=ids, labels=labels).loss  # transformers' own MLM loss: the mean over all 11 tokens
+    stock.backward()
+    assert torch.allclose(loss, stock, atol=1e-6)
+    for name, parameter in model.named_parameters():
+        assert torch.allclose(ours[name], parameter.grad, atol=1e-6), name
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # End to end
 
@@ -326,6 +413,14 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(reviews, tiny_model, 
         pretrain.main(pretrain_flags(killed, **flags))
     resumed = pretrain.main(pretrain_flags(killed, **flags, resume_from_checkpoint="auto"))
     assert resumed["eval_perplexity"] == whole["eval_perplexity"]
+    # train_results.json says which steps its loss and speeds cover: 4-6, the resumed part
+    written = json.loads((killed / "train_results.json").read_text())
+    assert (written["train_resumed_from_step"], written["train_steps_covered"], written["train_global_step"]) == (
+        3,
+        3,
+        6,
+    )
+    assert "train_resumed_from_step" not in json.loads((tmp_path / "whole" / "train_results.json").read_text())
     reference = read_weights(tmp_path / "whole")
     assert all(torch.equal(tensor, reference[name]) for name, tensor in read_weights(killed).items())
 
@@ -414,9 +509,9 @@ def test_two_processes_over_gloo_count_every_held_out_block_once(reviews, tiny_m
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with open(reviews, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    held_out = write("held_out.txt", "\n".join(lines[:17]) + "\n")  # 39 blocks: 2 x 4 does not divide them
+    with open(shared("chnsenticorp", "dev.tsv"), encoding="utf-8") as f:  # reviews the training text lacks
+        lines = [line.rstrip("\n").split("\t", 1)[1] for line in list(f)[1:]]
+    held_out = write("held_out.txt", "\n".join(lines[:17]) + "\n")
     out = tmp_path / "two"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(REPO / "recipes" / "accelerate" / "multi_gpu.yaml"), "--num_processes", "2",

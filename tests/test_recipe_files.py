@@ -45,6 +45,7 @@ def test_the_expected_files_are_there():
     assert set(ids(RECIPES)) == {
         "demo.json",
         "pretrain/shared-data-tiny.json",
+        "pretrain/shared-data-tiny-transductive.json",
         "pretrain/thucnews-titles-task.json",
     } | {f"{task}/chinese-bert-wwm-ext.json" for task in LAYOUTS}
 

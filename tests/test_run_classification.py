@@ -116,7 +116,9 @@ def test_predictions_csv_one_row_per_test_row_in_input_order(chnsenticorp_run):
     out, _ = chnsenticorp_run
     frame = read_predictions(out / "predictions.csv")
     test = pd.read_csv(shared("chnsenticorp", "test.tsv"), sep="\t", quoting=3, dtype=str, nrows=300)
-    assert list(frame.columns) == ["label", "text_a", "prediction", "score", "prob_0", "prob_1"]
+    assert list(frame.columns) == ["label", "text_a", "prediction", "score", "prob_0", "prob_1", "source_file",
+                                   "source_line"]  # fmt: skip
+    assert frame["source_line"].tolist() == list(range(2, 302))  # test.tsv's lines 2..301: its first 300 rows
     assert frame["text_a"].tolist() == test["text_a"].tolist()
     assert frame["label"].tolist() == test["label"].tolist()
     assert np.allclose(frame["prob_0"] + frame["prob_1"], 1.0, atol=1e-5)

@@ -68,6 +68,7 @@ RANGES = {
     "seed": (0, SEED_MAX, True, True),
     "data_seed": (0, SEED_MAX, True, True),
     "kfold_seed": (0, SEED_MAX, True, True),
+    "validation_split_seed": (0, SEED_MAX, True, True),
     "dataloader_num_workers": (0, None, True, True),
     "adam_beta1": (0, 1, True, False),
     "adam_beta2": (0, 1, True, False),
@@ -345,11 +346,35 @@ class DataArguments:
             "of stopping with an error."
         },
     )
+    drop_duplicate_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop train rows that repeat an earlier train row's text and label (the count is logged; rows of "
+            "a text with conflicting labels stay, for you or --find_label_issues to judge). Before a validation "
+            "split is held out, so copies cannot land on both sides."
+        },
+    )
+    drop_leaked_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop train rows whose text also occurs in the validation or test split (counted in the log); "
+            "the held-out splits stay as they are. Without it the data-health report counts them."
+        },
+    )
     validation_split_percentage: float = field(
         default=10.0,
         metadata={
             "help": "When no validation data is given, hold out this percent of train (stratified by label, "
-            "seeded by --seed). 0 disables." + differs("no validation split unless one is given")
+            "seeded by --validation_split_seed, default --seed). 0 disables."
+            + differs("no validation split unless one is given")
+        },
+    )
+    validation_split_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the validation split held out from train (default: --seed). A search that varies "
+            "`seed` keeps one split for every trial, and its best_recipe.json sets this, so the final run validates "
+            "on the same rows as the trial it reproduces."
         },
     )
     max_seq_length: int = field(

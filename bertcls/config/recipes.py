@@ -296,11 +296,17 @@ def recipe_of(*instances) -> dict:
                 and f.name not in required
             ):
                 continue
-            if f.name in PATH_FIELDS and isinstance(value, str) and os.path.exists(value):
-                value = os.path.abspath(value)
+            if f.name in PATH_FIELDS:  # so recipe.json reruns from any folder; list-valued paths one by one
+                value = _absolute(value)
             if isinstance(value, (str, int, float, bool, list)):
                 recipe[f.name] = value
     return recipe
+
+
+def _absolute(value):
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    return os.path.abspath(value) if isinstance(value, str) and os.path.exists(value) else value
 
 
 def _is_required(f) -> bool:

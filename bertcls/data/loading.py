@@ -17,6 +17,7 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
+from bertcls.data import health
 from bertcls.data.labels import LabelSpace, as_number, canonical_label, label_list, regression_reason
 from bertcls.errors import UserError
 
@@ -59,6 +60,7 @@ class TaskData:
     # Each split's file with the user's own columns; a split's `source_row` column indexes it (a validation split
     # held out from train indexes train's file).
     raw: dict[str, Dataset] = field(default_factory=dict)
+    health: "health.HealthReport | None" = None  # duplicates, leakage, conflicting labels (bertcls.data.health)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -544,21 +546,44 @@ def load_task_data(
     # The train limit applies before the hold-out: a validation split made from train comes from those rows only.
     if "train" in standardized:
         standardized["train"] = sample_rows(standardized["train"], limits["train"], seed, single, "train")
+    removed = {}
+    if getattr(data_args, "drop_duplicate_rows", False) and "train" in standardized:
+        standardized["train"], n = health.drop_duplicates(standardized["train"])
+        removed["--drop_duplicate_rows"] = f"{n} duplicate train rows (--drop_duplicate_rows)"
+        logger.warning("train: dropped %d rows that repeat an earlier row's text and label (--drop_duplicate_rows)", n)
     percentage = data_args.validation_split_percentage
     if hold_out and percentage > 0 and "validation" not in standardized and "train" in standardized:
+        split_seed = getattr(data_args, "validation_split_seed", None)
         standardized["train"], standardized["validation"] = hold_out_validation(
-            standardized["train"], percentage, seed, stratify=single
+            standardized["train"], percentage, seed if split_seed is None else split_seed, stratify=single
         )
     standardized = {
         s: ds if s == "train" else sample_rows(ds, limits[s], seed, single, s) for s, ds in standardized.items()
     }
+    held_out = {s: ds for s, ds in standardized.items() if s != "train"}
+    if getattr(data_args, "drop_leaked_rows", False) and "train" in standardized and held_out:
+        standardized["train"], n, per_split = health.drop_leaks(standardized["train"], held_out)
+        where = ", ".join(f"{count} in {split}" for split, count in per_split.items()) or "none"
+        removed["--drop_leaked_rows"] = (
+            f"{n} train rows whose text is in a held-out split ({where}; --drop_leaked_rows)"
+        )
+        logger.warning(
+            "train: dropped %d rows whose text occurs in a held-out split (%s; --drop_leaked_rows)", n, where
+        )
     raw_test = None
     if "test" in raw:  # the test rows predicted, with the user's own columns, in file order
         raw_test = raw["test"].select(standardized["test"][SOURCE_ROW][:]) if limits["test"] else raw["test"]
     if "validation" not in raw and "validation" in standardized:  # held out from train: its rows are train's
         raw["validation"], sources["validation"] = raw["train"], sources["train"]
     is_pair = bool(data_args.text_pair_column)
-    return TaskData(DatasetDict(standardized), labels, is_pair, raw_test, dropped, sources, raw)
+    for split, count in dropped.items():
+        if count:
+            removed[f"invalid {split}"] = f"{count} {split} rows with an empty text or label (--drop_invalid_rows)"
+    report = health.check(standardized, labels.names, getattr(data_args, "max_seq_length", None), removed)
+    logger.info("data health: %s", report.summary())
+    task = TaskData(DatasetDict(standardized), labels, is_pair, raw_test, dropped, sources, raw)
+    task.health = report
+    return task
 
 
 def remove_columns(raw: dict, data_args) -> dict:

@@ -32,6 +32,25 @@ def raw_rows(task, split: str, rows: np.ndarray) -> pd.DataFrame:
     return task.raw[split].select(source_rows).to_pandas()
 
 
+def source_columns(source, source_rows) -> pd.DataFrame:
+    """Where rows are in their input file: `source_file`, and `source_line`, the line of the file as an editor
+    numbers it (1 = the first line; a header line counts, so with a header the first data row is line 2), or for
+    files whose rows are not lines (parquet, a JSON array, a --dataset_name split) `source_row`, the data row
+    (1 = the first). A validation split held out from train names the train file."""
+    source_rows = np.asarray(source_rows, dtype=np.int64)
+    frame = pd.DataFrame({"source_file": [source.name] * len(source_rows)})
+    if source.first_line:
+        frame["source_line"] = source_rows + source.first_line
+    else:
+        frame["source_row"] = source_rows + 1
+    return frame
+
+
+def _location(row) -> str:
+    """`line 12` / `row 12` of a frame row with source columns, for analysis.md."""
+    return f"line {row['source_line']}" if "source_line" in row else f"row {row['source_row']}"
+
+
 def wrong_rows(references: np.ndarray, predicted: np.ndarray, multi_label: bool) -> np.ndarray:
     if multi_label:
         return np.flatnonzero((np.asarray(references).astype(int) != predicted).any(axis=1))
@@ -51,7 +70,8 @@ def error_confidence(probs: np.ndarray, references: np.ndarray, predicted: np.nd
 
 def errors_frame(task, report, probs: np.ndarray, rows_of: str) -> pd.DataFrame:
     """The misclassified rows of a scored split (an outputs.SplitReport), most confident mistakes first; their own
-    columns come from the file of split `rows_of`."""
+    columns and their place (source_file, source_line) come from the file of split `rows_of`. The index holds
+    each row's position in the split."""
     labels = task.labels
     references, predicted = report.references, report.predictions
     at = report.rows if report.rows is not None else np.arange(len(references))  # rows in the split
@@ -76,8 +96,9 @@ def errors_frame(task, report, probs: np.ndarray, rows_of: str) -> pd.DataFrame:
         frame["predicted"] = [labels.names[predicted[i]] for i in wrong]
         frame["gold_probability"] = probs[wrong, references[wrong]]
     frame["confidence"] = error_confidence(probs[wrong], references[wrong], predicted[wrong], labels.multi_label)
-    frame["row"] = at[wrong] + 1  # the row's place in the split (1 = first)
-    return frame.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
+    frame = frame.join(source_columns(task.sources[rows_of], task.splits[rows_of].select(wrong)["source_row"][:]))
+    frame.index = wrong
+    return frame.sort_values("confidence", ascending=False, kind="stable")
 
 
 def write_errors(out: str, task, report, probs: np.ndarray, rows_of: str) -> dict:
@@ -88,11 +109,17 @@ def write_errors(out: str, task, report, probs: np.ndarray, rows_of: str) -> dic
         frame.to_csv(tmp, index=False, float_format="%.6f")
     split = task.splits[rows_of]
     shown = []
-    for _, row in frame.head(ERRORS_SHOWN).iterrows():
-        example = split[int(row["row"]) - 1]
+    for position, row in frame.head(ERRORS_SHOWN).iterrows():
+        example = split[int(position)]
         text = example["text"] + (f" / {example['text_pair']}" if "text_pair" in example else "")
-        shown.append([int(row["row"]), _short(text), row["gold"], row["predicted"], float(row["confidence"])])
-    return {"wrong": len(frame), "rows": len(report.references), "shown": shown, "regression": report.regression}
+        shown.append([_location(row), _short(text), row["gold"], row["predicted"], float(row["confidence"])])
+    return {
+        "wrong": len(frame),
+        "rows": len(report.references),
+        "shown": shown,
+        "file": task.sources[rows_of].name,
+        "regression": report.regression,
+    }
 
 
 def class_counts(task) -> pd.DataFrame:
@@ -140,6 +167,29 @@ def _table(header: list[str], rows: list[list]) -> str:
 HEADLINE = ("accuracy", "f1_macro", "f1_micro", "top3_accuracy", "top5_accuracy", "subset_accuracy", "f1_samples")
 
 
+ONE_CLASS_SHARE = 0.95
+
+
+def one_class_notes(reports, names: list[str]) -> list[str]:
+    """A line for each scored split on which the model predicts one class for more than 95% of the rows."""
+    notes = []
+    for report in reports:
+        if report.labels.multi_label or not len(report.predictions):
+            continue
+        counts = np.bincount(np.asarray(report.predictions, dtype=np.int64), minlength=len(names))
+        top = int(counts.argmax())
+        share = counts[top] / counts.sum()
+        if share > ONE_CLASS_SHARE:
+            gold = float(np.mean(np.asarray(report.references) == top))
+            notes.append(
+                f"- **On {report.split} the model predicts `{names[top]}` for {share:.1%} of the rows** (the gold "
+                f"share of `{names[top]}` is {gold:.1%}): it has learned little beyond the most frequent class. "
+                "Train longer or with a higher learning rate, check the labels, or weigh the classes "
+                "(--class_weights auto)."
+            )
+    return notes
+
+
 def analysis_markdown(task, results: dict, reports, errors: dict, extras: dict) -> str:
     """analysis.md: the page to read first after a run."""
     labels = task.labels
@@ -170,11 +220,18 @@ def analysis_markdown(task, results: dict, reports, errors: dict, extras: dict) 
             )
     if "train" in counts.columns and len(counts) and counts["train"].min() < counts["train"].max() / 2:
         rare, common = counts["train"].idxmin(), counts["train"].idxmax()
+        # --tune_threshold refuses tasks of three or more classes: advise only what this task can use.
+        options = (
+            "--class_weights and --tune_threshold" if labels.multi_label or len(names) == 2 else "--class_weights"
+        )
         parts.append(
             f"- Imbalanced train: `{rare}` has {counts['train'].min()} rows, `{common}` {counts['train'].max()} "
-            "(see --class_weights and --tune_threshold)."
+            f"(see {options})."
         )
+    parts += one_class_notes(reports, names)
     parts.append("")
+    if getattr(task, "health", None) is not None:  # rows per class are in the table above
+        parts += ["## Data health", "", task.health.markdown(classes=False), ""]
     for report in reports:
         if report.matrix is None:
             continue
@@ -194,7 +251,10 @@ def analysis_markdown(task, results: dict, reports, errors: dict, extras: dict) 
             f"## Most confident mistakes on {split} ({found['wrong']} of {found['rows']} rows wrong, all in "
             f"errors_{split}.csv)",
             "",
-            _table(["row", "text", "gold", "predicted", "confidence"], found["shown"]),
+            _table(
+                [f"where in {os.path.basename(found['file'])}", "text", "gold", "predicted", "confidence"],
+                found["shown"],
+            ),  # fmt: skip
             "",
         ]
     for title, text in extras.items():
@@ -267,7 +327,7 @@ def find_label_issues(task, oof: np.ndarray, folds: np.ndarray, decision) -> tup
         ids = np.asarray(given, dtype=np.int64)
         issues = find(labels=ids, pred_probs=oof)
         scores = quality(ids, oof)
-        suggested = [labels.names[i] for i in oof.argmax(axis=1)]
+        suggested = [labels.names[i] for i in decision(oof)]  # the run's decision rule (a tuned threshold too)
         given_names = [labels.names[i] for i in ids]
     frame = raw_rows(task, "train", np.arange(len(train)))
     frame["given_label"] = given_names
@@ -275,7 +335,7 @@ def find_label_issues(task, oof: np.ndarray, folds: np.ndarray, decision) -> tup
     frame["label_quality"] = scores
     frame["label_issue"] = issues
     frame["fold"] = folds
-    frame["train_row"] = np.arange(1, len(train) + 1)
+    frame = frame.join(source_columns(task.sources["train"], train["source_row"][:]))
     frame = frame.sort_values("label_quality", kind="stable").reset_index(drop=True)
     flagged = frame[frame["label_issue"]]
     per_class = flagged.groupby("given_label").size().reindex(list(labels.names), fill_value=0)

@@ -141,8 +141,11 @@ def clear_run(out: str) -> None:
     logger.info("cleared the earlier run in %s (--overwrite_output_dir)", out)
 
 
-def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, decision: Decision) -> pd.DataFrame:
-    """The input columns, then `prediction`, `score` and one `prob_<label>` per class.
+def predictions_frame(
+    input_rows: pd.DataFrame, probs: np.ndarray, labels, decision: Decision, source=None
+) -> pd.DataFrame:
+    """The input columns, then `prediction`, `score` and one `prob_<label>` per class; with `source` (the rows'
+    file, every data row of it in order), `source_file` and `source_line` last.
 
     Single-label: `prediction` is the label `decision` chooses (the most probable, unless a two-class threshold
     says otherwise) and `score` its probability. Multi-label: `prediction` holds every label at or above its
@@ -168,6 +171,8 @@ def predictions_frame(input_rows: pd.DataFrame, probs: np.ndarray, labels, decis
         ours.update({f"prob_{name}": probs[:, i] for i, name in enumerate(names)})
     for name, values in ours.items():
         frame[free_name(name, frame.columns)] = values
+    if source is not None:
+        frame = frame.join(analysis.source_columns(source, np.arange(len(frame))))
     return frame
 
 
@@ -192,8 +197,9 @@ def write_predictions(path: str, frame: pd.DataFrame) -> None:
 
 
 def write_test_predictions(output_dir: str, task, probs: np.ndarray, decision: Decision) -> None:
-    """output_dir/predictions.csv: the raw test rows, in input order, with their predictions."""
-    frame = predictions_frame(task.raw_test.to_pandas(), probs, task.labels, decision)
+    """output_dir/predictions.csv: the raw test rows, in input order, with their predictions and their place in
+    the file (source_file, source_line; test rows are never dropped, so row i is the file's data row i)."""
+    frame = predictions_frame(task.raw_test.to_pandas(), probs, task.labels, decision, task.sources["test"])
     write_predictions(os.path.join(output_dir, "predictions.csv"), frame)
 
 
@@ -367,7 +373,7 @@ def finish_run(
     reports = findings.reports
     if reports:
         write_text(os.path.join(out, "classification_report.txt"), "\n".join(r.text for r in reports))
-    if reports or findings.notes:
+    if reports or findings.notes or getattr(task, "health", None) is not None:
         analysis.write_analysis(out, task, results, reports, findings.errors, findings.notes)
     if model_saved:
         write_text(os.path.join(out, "README.md"), model_card(model_name, task, results, recipe, custom_head))

@@ -108,9 +108,20 @@ class PretrainDataArguments:
     from_task: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Classification recipe(s) whose texts to pretrain on: every split the recipe names (train, "
-            "validation, test, or --dataset_name's splits), its text_column and text_pair_column. Labels are "
-            "never read. Can be combined with --train_file."
+            "help": "Classification recipe(s) whose texts to pretrain on: the train and validation splits the "
+            "recipe names (train_file, validation_file, or --dataset_name's splits), its text_column and "
+            "text_pair_column; the test split only with --from_task_test_text. Labels are never read. Can be "
+            "combined with --train_file."
+        },
+    )
+    from_task_test_text: bool = field(
+        default=False,
+        metadata={
+            "help": "Also pretrain on the test split's texts of the --from_task recipes. This is transductive: the "
+            "model has then seen the very texts its test scores are measured on (labels never), which a user "
+            "with the unlabelled test texts at hand may do, but its test gains are no longer those of unseen "
+            "text. Off by default: task-adaptive pretraining as published (Gururangan et al. 2020) uses the "
+            "task's unlabelled training text."
         },
     )
     validation_file: list[str] | None = field(

@@ -108,24 +108,53 @@ def texts_of(ds: Dataset, columns: list[str], source: Source) -> tuple[Dataset, 
     return texts, what + (f" ({empty:,} empty {'lines' if source.first_line else 'texts'} skipped)" if empty else "")
 
 
-def task_texts(recipe: str, cache_dir=None) -> list[tuple[Dataset, str]]:
-    """Every split's text columns (text_column, text_pair_column) of a classification recipe. Labels are not read."""
+TASK_SPLITS = ("train", "validation")  # --from_task's default: the task's unlabelled training text, never its test
+
+
+def task_texts(recipe: str, cache_dir=None, test_text: bool = False) -> list[tuple[Dataset, str]]:
+    """The text columns (text_column, text_pair_column) of a classification recipe's train and validation splits,
+    and of its test split with `test_text` (--from_task_test_text, transductive). Labels are not read. The log
+    names the splits read and those left out."""
     # The recipe is parsed as run_classification.py parses it (unknown keys fail); the model it names is not loaded.
     _, task_args, _ = parse_args([recipe, "--model_name_or_path", "unused", "--output_dir", "unused"])
     columns = [task_args.text_column] + ([task_args.text_pair_column] if task_args.text_pair_column else [])
-    found = []
+    wanted = (*TASK_SPLITS, "test") if test_text else TASK_SPLITS
+    found, read, skipped = [], [], []
     if task_args.dataset_name:
         for split, ds in read_hub_dataset(task_args, cache_dir).items():
+            if split not in wanted:
+                skipped.append(split)
+                continue
             source = Source(f"{task_args.dataset_name}[{split}]")
             check_columns(ds, source, task_args, need_label=False)
             found.append(texts_of(ds, columns, source))
-    for arg in SPLIT_FILE_ARGS.values():
+            read.append(split)
+    for split, arg in SPLIT_FILE_ARGS.items():
         path = getattr(task_args, arg)
-        if path:
-            ds, source = read_file(path, task_args, cache_dir)
-            check_columns(ds, source, task_args, need_label=False)
-            found.append(texts_of(ds, columns, source))
+        if not path:
+            continue
+        if split not in wanted:
+            skipped.append(split)
+            continue
+        ds, source = read_file(path, task_args, cache_dir)
+        check_columns(ds, source, task_args, need_label=False)
+        found.append(texts_of(ds, columns, source))
+        read.append(split)
+    logger.info(
+        "--from_task %s: texts of its %s split(s)%s",
+        recipe,
+        ", ".join(read) or "no",
+        f"; not read: {', '.join(skipped)}" + ("" if test_text else " (test text only with --from_task_test_text)")
+        if skipped
+        else "",
+    )
     if not found:
+        if skipped:
+            raise UserError(
+                f"--from_task {recipe}: the recipe names only {', '.join(skipped)} data, which is not pretraining "
+                "text by default",
+                fix="pass --from_task_test_text to pretrain on its test texts (transductive), or give --train_file",
+            )
         raise UserError(
             f"--from_task {recipe}: the recipe names no data (train_file, validation_file, test_file or dataset_name)",
             fix="point --from_task at a recipe with data files, or pass the files with --train_file",
@@ -134,10 +163,12 @@ def task_texts(recipe: str, cache_dir=None) -> list[tuple[Dataset, str]]:
 
 
 def read_texts(data_args, seed: int, cache_dir=None) -> dict[str, Dataset]:
-    """`train` and (when there is held-out text) `validation` texts, each a one-column `text` Dataset."""
+    """`train` and (when there is held-out text) `validation` texts, each a one-column `text` Dataset. Held-out
+    texts that also occur among the training texts (or twice among themselves) are removed, and counted: a
+    perplexity on texts the model trained on measures memory, not language."""
     train = [read_text_file(path, data_args, cache_dir) for path in data_args.train_file or ()]
     for recipe in data_args.from_task or ():
-        train += task_texts(recipe, cache_dir)
+        train += task_texts(recipe, cache_dir, data_args.from_task_test_text)
     splits = {"train": _join(train, "train")} if train else {}
     if data_args.validation_file:
         splits["validation"] = _join(
@@ -161,7 +192,34 @@ def read_texts(data_args, seed: int, cache_dir=None) -> dict[str, Dataset]:
             data_args.validation_split_percentage,
             seed,
         )
+    if "validation" in splits and "train" in splits:
+        splits["validation"] = unseen_texts(splits["validation"], splits["train"])
     return splits
+
+
+def unseen_texts(held_out: Dataset, train: Dataset) -> Dataset:
+    """`held_out` without the texts that occur in `train`, and with each text once; the removed count is logged."""
+    seen = set(train[TEXT][:])
+    kept = []
+    for i, text in enumerate(held_out[TEXT][:]):
+        if text not in seen:
+            seen.add(text)  # a second copy within the held-out text goes too
+            kept.append(i)
+    removed = len(held_out) - len(kept)
+    if removed:
+        logger.info(
+            "held-out text: removed %d of %d texts that also occur in the training text (or twice in the held-out "
+            "text), so perplexity is measured on unseen text",
+            removed,
+            len(held_out),
+        )
+    if not kept:
+        raise UserError(
+            f"every held-out text ({len(held_out)}) also occurs in the training text: perplexity would be measured "
+            "on text the model trained on",
+            fix="pass a --validation_file with other texts, or --validation_split_percentage 0 (no perplexity)",
+        )
+    return held_out.select(kept) if removed else held_out
 
 
 def _join(parts: list[tuple[Dataset, str]], split: str) -> Dataset:

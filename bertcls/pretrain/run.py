@@ -3,7 +3,7 @@
     python -m bertcls pretrain --model_name_or_path hfl/chinese-bert-wwm-ext --train_file reviews.txt \\
         --whole_word_mask --output_dir outputs/bert-reviews
     python -m bertcls pretrain --from_task recipes/chnsenticorp/chinese-bert-wwm-ext.json --model_name_or_path \\
-        hfl/chinese-bert-wwm-ext --output_dir outputs/bert-tapt          # the task's texts (all splits, no labels)
+        hfl/chinese-bert-wwm-ext --output_dir outputs/bert-tapt   # the task's train and validation texts, no labels
     python -m bertcls pretrain --tokenizer_name ../shared/data/vocab --num_layers 4 --hidden_size 256 \\
         --train_file a.tsv b.jsonl --text_column text_a sentence --learning_rate 5e-4 --output_dir outputs/small
     accelerate launch -m bertcls pretrain RECIPE.json --resume_from_checkpoint auto
@@ -96,6 +96,7 @@ def main(argv=None) -> dict:
         tokenizer.model_max_length = position_limit(config) or tokenizer.model_max_length
         trainer.save_model()  # model with its MLM head, and the tokenizer; main process only
         metrics = dict(train_result.metrics)
+        metrics.update(resumed_part(resume_from, trainer.state.global_step))
         metrics.update(evaluation_before(trainer.state.log_history))
         metrics["train_tokens_per_second"] = metrics["train_samples_per_second"] * data_args.max_seq_length
         metrics.update(trainer.mask_summary())
@@ -117,6 +118,26 @@ def main(argv=None) -> dict:
         outputs.write_json(os.path.join(out, outputs.FINISHED_MARKER), results)  # written last: the run finished
         print_summary(results, out, training_args.do_train)
     return results
+
+
+def resumed_part(resume_from: str | None, global_step: int) -> dict:
+    """After a resume the Trainer's train_loss, train_runtime and speeds cover the steps this process ran, not
+    the whole run: say so in train_results.json, with the steps they cover."""
+    if not resume_from:
+        return {}
+    with open(os.path.join(resume_from, "trainer_state.json"), encoding="utf-8") as f:
+        start = int(json.load(f)["global_step"])
+    logger.info(
+        "resumed at step %d: train_loss, train_runtime and the speeds cover steps %d-%d, the resumed part only",
+        start,
+        start + 1,
+        global_step,
+    )
+    return {
+        "train_resumed_from_step": start,
+        "train_steps_covered": global_step - start,
+        "train_global_step": global_step,
+    }
 
 
 def evaluation_before(log_history: list[dict]) -> dict:

@@ -199,7 +199,7 @@ def main(argv=None):
         probs = probs.astype(predicted.dtype)
         probs[kept] = predicted
     decision = classifier.decision(data_args)
-    frame = predictions_frame(raw.to_pandas(), probs, labels, decision)
+    frame = predictions_frame(raw.to_pandas(), probs, labels, decision, source)  # with each row's file line
     if blank:
         # The row keeps its place (rows in = rows out); it has no prediction, and says so with empty cells.
         frame["prediction"] = frame["prediction"].astype(object)

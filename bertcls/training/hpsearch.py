@@ -14,8 +14,15 @@ under DDP pruning is off: the Trainer prunes on rank 0 only, and the other ranks
 processes of an `accelerate launch` train every trial together: rank 0 runs the one study and sends each trial's
 settings to the others (transformers' optuna integration). Trials save no checkpoints.
 
+`seed` may be searched: the Trainer (transformers 5.24) builds a trial's model before it applies the trial's
+settings, so model_init here seeds with the trial's own seed first, and again once the model is built (as
+Trainer.__init__ does in a plain run), so each trial starts exactly where `python run_classification.py` with its
+settings starts. A validation split held out from train is drawn once, before the search, for every trial
+(best_recipe.json pins it with validation_split_seed).
+
 Writes hp_trials.csv (every trial: its settings, state and objective) and best_recipe.json (the run's recipe with
-the best settings: `python run_classification.py OUTPUT_DIR/best_recipe.json` trains the final model).
+the best settings: `python run_classification.py OUTPUT_DIR/best_recipe.json` trains the final model, and scores
+what the best trial scored).
 """
 
 import json
@@ -99,6 +106,14 @@ def optuna_space(space: dict):
     return suggest
 
 
+def trial_seed(trial, space: dict, default: int) -> int:
+    """The seed a trial trains with: its own when the space searches `seed` (optuna returns the same value for a
+    name asked twice in one trial), else the run's."""
+    if trial is None or "seed" not in space or not hasattr(trial, "suggest_int"):
+        return default  # DDP ranks other than 0 get no trial: their arguments already hold its settings
+    return int(optuna_space({"seed": space["seed"]})(trial)["seed"])
+
+
 def check(training_args, has_validation: bool) -> dict | None:
     """Before anything trains: the parsed space when --hp_search is on (else None), or one clear error."""
     if not training_args.hp_search:
@@ -144,6 +159,7 @@ def search(trainer, space: dict, training_args) -> tuple[list[dict], dict]:
         storage=storage,
         study_name="bertcls",
         pruner=pruner,
+        sampler=optuna.samplers.TPESampler(seed=training_args.seed),  # the same trials on a rerun
     )
     if not trainer.is_world_process_zero():
         return [], {}
@@ -175,6 +191,7 @@ def search(trainer, space: dict, training_args) -> tuple[list[dict], dict]:
 def run(model_args, data_args, training_args, task, tokenized, tokenizer, config, compute_metrics, space) -> dict:
     """The search, its table and best recipe, and the run's closing files. Returns the flat results."""
     import pandas as pd
+    from transformers import set_seed
 
     from bertcls.config.recipes import recipe_of
     from bertcls.evaluation import outputs
@@ -186,6 +203,14 @@ def run(model_args, data_args, training_args, task, tokenized, tokenizer, config
     recipe = recipe_of(model_args, data_args, training_args)
     # Trials keep no checkpoints (one folder per trial would pile up); the best settings are retrained at the end.
     training_args.save_strategy, training_args.load_best_model_at_end = "no", False
+
+    def model_init(trial=None):
+        seed = trial_seed(trial, space, training_args.seed)
+        set_seed(seed)  # before the model: its new head is initialized from this seed
+        model = load_model(model_args, config)
+        set_seed(seed)  # and after, as Trainer.__init__ reseeds a plain run once its model is built
+        return model
+
     trainer = build_trainer(
         None,
         training_args,
@@ -193,7 +218,7 @@ def run(model_args, data_args, training_args, task, tokenized, tokenizer, config
         tokenized["train"],
         tokenized["validation"],
         compute_metrics,
-        model_init=lambda *_: load_model(model_args, config),
+        model_init=model_init,
         pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None,
     )
     trials, best = search(trainer, space, training_args)
@@ -213,6 +238,9 @@ def run(model_args, data_args, training_args, task, tokenized, tokenizer, config
 def best_recipe(recipe: dict, best: dict, out: str) -> dict:
     """The run's recipe with the best trial's settings, the search switched off, training into out/best."""
     recipe = {k: v for k, v in recipe.items() if k not in ("hp_search", "hp_trials", "hp_space")}
+    if "seed" in best and recipe.get("validation_split_seed") is None:
+        # The validation split the trials were scored on was held out with the run's seed, not the trial's.
+        recipe["validation_split_seed"] = recipe["seed"]
     for name in SEARCHABLE:
         if name in best:
             recipe[name] = int(best[name]) if SEARCHABLE[name] is int else best[name]

@@ -1,7 +1,8 @@
 """`--kfold K`: K models on K folds of the train split, out-of-fold predictions, and an averaged ensemble.
 
-Folds come from sklearn's StratifiedKFold (shuffled, seeded by --kfold_seed or --seed); multi-label rows have no
-single class to stratify by, so they get a plain shuffled KFold (logged). Model k trains on the other K-1 folds
+Folds come from sklearn's StratifiedGroupKFold (shuffled, seeded by --kfold_seed or --seed), with rows of the same
+text in one group, so identical texts never sit in different folds; multi-label rows have no single class to
+stratify by, so they get a shuffled GroupKFold (logged). Model k trains on the other K-1 folds
 and validates on fold k (evaluation during training and early stopping use it), then predicts fold k: these
 out-of-fold predictions cover every train row once (oof_predictions.csv, scored as `oof_*`). Each model also
 predicts the test split (and a --validation_file, when given); the K models' probabilities are averaged into
@@ -17,10 +18,12 @@ import logging
 import os
 
 import numpy as np
-from sklearn.model_selection import KFold, StratifiedKFold
+import pandas as pd
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from transformers import set_seed
 
 from bertcls.config.recipes import recipe_of
+from bertcls.data.health import row_keys
 from bertcls.errors import UserError
 from bertcls.evaluation import analysis, outputs, thresholds
 from bertcls.evaluation.metrics import probabilities
@@ -31,24 +34,37 @@ from bertcls.training.trainer import build_trainer, predict_split
 logger = logging.getLogger(__name__)
 
 
-def fold_ids(labels, k: int, seed: int, multi_label: bool = False, regression: bool = False) -> np.ndarray:
-    """The fold (0..k-1) of every row: stratified by label, or plain shuffled folds for multi-label rows and
-    regression values (no classes to stratify by)."""
+def fold_ids(
+    labels, k: int, seed: int, multi_label: bool = False, groups=None, regression: bool = False
+) -> np.ndarray:
+    """The fold (0..k-1) of every row: stratified by label, or plain shuffled folds for multi-label rows and regression values. Rows of
+    the same group (the same text) always share a fold (sklearn's StratifiedGroupKFold / GroupKFold): a copy in
+    another fold would let its model see the text it is scored on, and out-of-fold scores and cleanlab's ranking
+    would be optimistic."""
     n = len(labels)
     if n < k:
         raise UserError(f"--kfold {k} needs at least {k} training rows, there are {n}", fix="lower --kfold")
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    if len(np.unique(groups)) < k:
+        raise UserError(
+            f"--kfold {k} needs at least {k} distinct train texts, there are {len(np.unique(groups))}",
+            fix="lower --kfold",
+        )
     if multi_label or regression:
-        logger.info("%s: k-fold uses plain shuffled folds", "regression" if regression else "multi-label rows")
-        splitter, y = KFold(n_splits=k, shuffle=True, random_state=seed), None
+        logger.info(
+            "%s: no single class to stratify by, k-fold uses plain shuffled folds",
+            "regression" if regression else "multi-label rows",
+        )
+        splitter, y = GroupKFold(n_splits=k, shuffle=True, random_state=seed), None
     else:
         y = np.asarray(labels)
         present = np.bincount(y)
         smallest = present[present > 0].min()
         if smallest < k:
             logger.warning("a class has only %d train rows, fewer than --kfold %d: some folds lack it", smallest, k)
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = np.empty(n, dtype=np.int64)
-    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(n), y)):
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(n), y, groups)):
         folds[held_out] = fold
     return folds
 
@@ -77,7 +93,8 @@ def run_kfold(
     train = tokenized["train"]
     seed = training_args.kfold_seed if training_args.kfold_seed is not None else training_args.seed
     train_labels = train["label"][:]  # [:] reads the column at once, not row by row
-    folds = fold_ids(train_labels, k, seed, labels.multi_label, labels.regression)
+    groups, _ = pd.factorize(pd.Series(row_keys(task.splits["train"])))  # identical texts share a fold
+    folds = fold_ids(train_labels, k, seed, labels.multi_label, groups, labels.regression)
     wanted = {"validation": training_args.do_eval, "test": training_args.do_predict}
     others = [(s, p) for s, p in (("validation", "eval"), ("test", "test")) if s in tokenized and wanted[s]]
 
@@ -153,15 +170,12 @@ def run_kfold(
     if training_args.find_label_issues:
         issues, findings.notes["Label issues"] = analysis.find_label_issues(task, oof, folds, decision)
         analysis.write_label_issues(out, issues)
-    texts = task.splits["train"]  # the same rows as `train`, before tokenizing
-    rows = texts.select_columns([c for c in ("text", "text_pair") if c in texts.column_names]).to_pandas()
-    rows["label"] = [
-        v if labels.regression else labels.join(v) if labels.multi_label else labels.names[v] for v in train_labels
-    ]
+    # Every train row with the file's own columns, its fold, its out-of-fold prediction, and its file line.
+    rows = analysis.raw_rows(task, "train", np.arange(len(train)))
     rows["fold"] = folds
-    outputs.write_predictions(
-        os.path.join(out, "oof_predictions.csv"), outputs.predictions_frame(rows, oof, labels, decision)
-    )
+    frame = outputs.predictions_frame(rows, oof, labels, decision)
+    frame = frame.join(analysis.source_columns(task.sources["train"], task.splits["train"]["source_row"][:]))
+    outputs.write_predictions(os.path.join(out, "oof_predictions.csv"), frame)
     for fold, probs in enumerate(fold_tests):
         outputs.write_test_predictions(fold_dir(out, fold), task, probs, decision)
     if metric:  # each fold's model remembers the thresholds chosen for the ensemble
