@@ -27,6 +27,11 @@ PATH_FIELDS = {
     # bertcls.pretrain.run's own path fields (its recipes are parsed by the same code)
     "from_task": "file",
     "config_name": "file_or_hub",
+    # bertcls.distill.run's
+    "teacher": "file",
+    "student": "file_or_hub",
+    "unlabelled_file": "file",
+    "augment_model": "file_or_hub",
 }
 
 
@@ -82,9 +87,10 @@ RANGES = {
 }
 
 
-def check_ranges(args) -> None:
-    """Every numeric field of `args` named in RANGES lies in its range, else one UserError naming the flag."""
-    for name, (low, high, low_in, high_in) in RANGES.items():
+def check_ranges(args, ranges=None) -> None:
+    """Every numeric field of `args` named in `ranges` (default RANGES) lies in its range, else one UserError naming
+    the flag."""
+    for name, (low, high, low_in, high_in) in (RANGES if ranges is None else ranges).items():
         values = getattr(args, name, None)
         for value in values if isinstance(values, list) else [values]:
             if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -196,15 +196,25 @@ def loss_for(args, config, train_dataset=None) -> ClassificationLoss:
 
 
 def build_trainer(
-    model, args, tokenizer, train, validation, compute_metrics, callbacks=(), model_init=None
+    model,
+    args,
+    tokenizer,
+    train,
+    validation,
+    compute_metrics,
+    callbacks=(),
+    model_init=None,
+    trainer_class=None,
+    **trainer_options,
 ) -> ClassificationTrainer:
     """The run's Trainer: length-sorted evaluation rows, per-batch padding, our loss, and early stopping when asked.
-    `model_init` (instead of `model`) builds a fresh model for every hyperparameter-search trial."""
+    `model_init` (instead of `model`) builds a fresh model for every hyperparameter-search trial. `trainer_class`
+    (a ClassificationTrainer subclass, e.g. distillation's) gets `trainer_options` as well."""
     check_metric_for_best_model(args, compute_metrics)
     callbacks = list(callbacks)
     if args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
-    return ClassificationTrainer(
+    return (trainer_class or ClassificationTrainer)(
         model=model,
         model_init=model_init,
         args=args,
@@ -215,6 +225,7 @@ def build_trainer(
         data_collator=make_data_collator(tokenizer, args),
         compute_metrics=compute_metrics,
         callbacks=callbacks,
+        **trainer_options,
     )
 
 
