@@ -431,3 +431,22 @@ def test_the_student_exports_with_parity_and_is_served(student, files, tmp_path)
     served = answer.json()["predictions"]
     assert [p["label"] for p in served] == expected["prediction"].tolist()[:8]
     assert np.allclose([p["score"] for p in served], expected["score"][:8], atol=1e-5)
+
+
+def test_a_resumed_distillation_ends_where_the_uninterrupted_one_does(teacher, files, tmp_path):
+    import glob
+    import shutil
+
+    argv = cli(teacher=teacher, student_layers=2, train_file=files["train"], test_file=files["test"], max_steps=8)
+    argv += cli(**{**STUDENT_FLAGS, "save_strategy": "steps"}, save_steps=4)
+    whole = distill.main(argv + cli(output_dir=tmp_path / "whole"))
+    out = tmp_path / "resumed"
+    distill.main(argv + cli(output_dir=out))
+    # As if killed after checkpoint-4: the later checkpoint and every final file are gone.
+    shutil.rmtree(out / "checkpoint-8")
+    for path in glob.glob(str(out / "*")):
+        if os.path.isfile(path):
+            os.remove(path)
+    resumed = distill.main(argv + cli(output_dir=out, resume_from_checkpoint="auto"))
+    assert resumed["test_accuracy"] == pytest.approx(whole["test_accuracy"])
+    assert resumed["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-5)
