@@ -47,6 +47,7 @@ class DistillationTrainer(ClassificationTrainer):
         self._signature_columns = list(dict.fromkeys([*self._signature_columns, *EXTRA_COLUMNS]))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)  # not popped from the caller's batch: --adversarial fgm scores the same batch twice
         rows, labelled = inputs.pop("teacher_row", None), inputs.pop("labelled", None)
         if rows is None:  # evaluation rows: the hard-label loss, as in fine-tuning
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
