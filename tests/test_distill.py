@@ -450,3 +450,17 @@ def test_a_resumed_distillation_ends_where_the_uninterrupted_one_does(teacher, f
     resumed = distill.main(argv + cli(output_dir=out, resume_from_checkpoint="auto"))
     assert resumed["test_accuracy"] == pytest.approx(whole["test_accuracy"])
     assert resumed["test_loss"] == pytest.approx(whole["test_loss"], rel=1e-5)
+
+
+def test_adversarial_training_distils_both_passes(teacher, files, tmp_path, monkeypatch):
+    calls = []
+    real = DistillationLoss.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationLoss, "__call__", counted)
+    argv = cli(teacher=teacher, student_layers=1, train_file=files["train"], output_dir=tmp_path / "s", max_steps=2)
+    distill.main(argv + cli(adversarial="fgm", do_predict=False, **STUDENT_FLAGS))
+    assert len(calls) == 4  # the clean and the adversarial pass of each of the 2 steps learn from the teacher
