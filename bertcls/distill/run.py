@@ -205,8 +205,13 @@ def transfer_set(task, args, data_args, teacher, seed: int) -> Dataset:
             len(keep), count, args.augment_copies, 100 * args.augment_share, dropped,
         )  # fmt: skip
     total = len(rows["text"])
-    filler = [0.0] * len(task.labels) if task.labels.multi_label else -1
-    label_feature = List(Value("float32")) if task.labels.multi_label else Value("int64")
+    # Rows without a label get a placeholder the loss never reads (their `labelled` is false).
+    if task.labels.multi_label:
+        filler, label_feature = [0.0] * len(task.labels), List(Value("float32"))
+    elif isinstance(train.features["label"], Value) and train.features["label"].dtype.startswith("float"):
+        filler, label_feature = 0.0, Value("float32")  # a regression target
+    else:
+        filler, label_feature = -1, Value("int64")
     features = Features(
         {
             **{c: Value("string") for c in columns},
