@@ -19,6 +19,7 @@ COMMANDS = {
     "export": ("bertcls.shipping.export", "export a fine-tuned folder to ONNX (fp32 or int8), with a parity check"),
     "serve": ("bertcls.shipping.serve", "serve a fine-tuned or exported folder over HTTP"),
     "pretrain": ("bertcls.pretrain.run", "continued masked-LM pretraining on raw text"),
+    "distill": ("bertcls.distill.run", "distil a fine-tuned teacher folder into a small, fast student folder"),
     "tiny-model": ("bertcls.model.tiny", "write a tiny random BERT (for tests and the demo)"),
 }
 

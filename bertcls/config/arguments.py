@@ -27,6 +27,11 @@ PATH_FIELDS = {
     # bertcls.pretrain.run's own path fields (its recipes are parsed by the same code)
     "from_task": "file",
     "config_name": "file_or_hub",
+    # bertcls.distill.run's
+    "teacher": "file",
+    "student": "file_or_hub",
+    "unlabelled_file": "file",
+    "augment_model": "file_or_hub",
 }
 
 

@@ -365,10 +365,11 @@ def finish_run(
     log_history,
     model_saved: bool = True,
     custom_head: bool = False,
+    card_extra: str = "",
 ) -> None:
     """The files every finished run ends with: recipe, reports, analysis.md, the model card (when the run saved a
-    model), all_results.json (its presence marks the run finished), then the figures, each of which may fail
-    alone. Main process only."""
+    model; `card_extra` is a section appended to it), all_results.json (its presence marks the run finished), then the
+    figures, each of which may fail alone. Main process only."""
     write_json(os.path.join(out, "recipe.json"), recipe)
     reports = findings.reports
     if reports:
@@ -376,7 +377,8 @@ def finish_run(
     if reports or findings.notes or getattr(task, "health", None) is not None:
         analysis.write_analysis(out, task, results, reports, findings.errors, findings.notes)
     if model_saved:
-        write_text(os.path.join(out, "README.md"), model_card(model_name, task, results, recipe, custom_head))
+        card = model_card(model_name, task, results, recipe, custom_head)
+        write_text(os.path.join(out, "README.md"), f"{card}\n{card_extra}" if card_extra else card)
     write_json(os.path.join(out, FINISHED_MARKER), results)
     names = list(task.labels.names)
     for report in reports:

@@ -60,14 +60,29 @@ class EncoderClassifier(PreTrainedModel):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        labels=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        **kwargs,
+    ):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**inputs).last_hidden_state
-        logits = self.head(self.pool(hidden, attention_mask))
+        # Hidden states and attentions on request, as the stock heads return them (distillation's layer losses).
+        for name, value in (("output_hidden_states", output_hidden_states), ("output_attentions", output_attentions)):
+            if value:
+                inputs[name] = True
+        encoded = self.encoder(**inputs)
+        logits = self.head(self.pool(encoded.last_hidden_state, attention_mask))
         loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
+        )
 
 
 def _encoder_from_config(config):

@@ -206,18 +206,39 @@ def loss_for(args, config, train_dataset=None) -> ClassificationLoss:
 
 
 def build_trainer(
-    model, args, tokenizer, train, validation, compute_metrics, callbacks=(), model_init=None, pad_to_length=None
+    model,
+    args,
+    tokenizer,
+    train,
+    validation,
+    compute_metrics,
+    callbacks=(),
+    model_init=None,
+    pad_to_length=None,
+    trainer_class=None,
+    **trainer_options,
 ) -> ClassificationTrainer:
     """The run's Trainer: length-sorted evaluation rows, per-batch padding (every row to `pad_to_length` under
     --pad_to_max_length), our loss, and early stopping when asked. `model_init` (instead of `model`) builds a fresh
-    model for every hyperparameter-search trial."""
+    model for every hyperparameter-search trial. `trainer_class`
+    (a ClassificationTrainer subclass, e.g. distillation's) gets `trainer_options` as well."""
     check_metric_for_best_model(args, compute_metrics)
     callbacks = list(callbacks)
     if args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
     try:
         return _trainer(
-            model, args, tokenizer, train, validation, compute_metrics, callbacks, model_init, pad_to_length
+            model,
+            args,
+            tokenizer,
+            train,
+            validation,
+            compute_metrics,
+            callbacks,
+            model_init,
+            pad_to_length,
+            trainer_class,
+            trainer_options,
         )
     except (ValueError, ImportError) as e:  # the Trainer's own checks of the flags (fsdp, torch_compile_backend ...)
         text = " ".join(str(e).split())[:300]
@@ -226,8 +247,20 @@ def build_trainer(
         ) from None
 
 
-def _trainer(model, args, tokenizer, train, validation, compute_metrics, callbacks, model_init, pad_to_length):
-    return ClassificationTrainer(
+def _trainer(
+    model,
+    args,
+    tokenizer,
+    train,
+    validation,
+    compute_metrics,
+    callbacks,
+    model_init,
+    pad_to_length,
+    trainer_class,
+    trainer_options,
+):
+    return (trainer_class or ClassificationTrainer)(
         model=model,
         model_init=model_init,
         args=args,
@@ -238,6 +271,7 @@ def _trainer(model, args, tokenizer, train, validation, compute_metrics, callbac
         data_collator=make_data_collator(tokenizer, args, pad_to_length),
         compute_metrics=compute_metrics,
         callbacks=callbacks,
+        **trainer_options,
     )
 
 

@@ -1,0 +1,1 @@
+"""Knowledge distillation: a fine-tuned teacher folder into a small student folder."""
