@@ -11,7 +11,6 @@ train -> evaluate -> predict -> save.
 """
 
 import logging
-import os
 import sys
 
 from transformers import set_seed
@@ -21,22 +20,16 @@ from bertcls.data.loading import load_task_data
 from bertcls.data.tokenization import check_settings, encode_windows, tokenize_splits
 from bertcls.errors import exit_on_user_error
 from bertcls.evaluation import outputs, thresholds
-from bertcls.evaluation.metrics import ComputeMetrics, Decision, load_extra_metrics, metric_names, probabilities
+from bertcls.evaluation.metrics import ComputeMetrics, Decision, load_extra_metrics, metric_names
 from bertcls.logs import setup_logging
 from bertcls.model.checkpoints import check_vocabulary, load_config, load_tokenizer
 from bertcls.model.classifier import TrainedClassifier, remember_preprocessing
 from bertcls.model.heads import HEAD_KEY, configure_head, load_model, set_labels
 from bertcls.training import hpsearch
+from bertcls.training.evaluate import evaluate_splits
 from bertcls.training.interrupt import GracefulInterrupt
 from bertcls.training.kfold import run_kfold
-from bertcls.training.trainer import (
-    build_trainer,
-    check_evaluation,
-    check_task_options,
-    predict_split,
-    split_report_rows,
-    train_and_save,
-)
+from bertcls.training.trainer import build_trainer, check_evaluation, check_task_options, train_and_save
 
 logger = logging.getLogger("run_classification")
 
@@ -120,48 +113,16 @@ def main(argv=None) -> dict:
     trainer = build_trainer(
         model, training_args, tokenizer, train, validation, compute_metrics, [interrupt], None, pad_to
     )
-    main_process = trainer.is_world_process_zero()
-    out = training_args.output_dir
-    results, findings = {}, outputs.Findings()
-
-    if train is not None:
-        results.update(train_and_save(trainer, train, resume_from, interrupt))
-
-    for split, prefix, wanted in (
-        ("validation", "eval", training_args.do_eval),
-        ("test", "test", training_args.do_predict),
-    ):
-        if not wanted or split not in tokenized:
-            continue
-        logits, metrics = predict_split(
-            trainer, tokenized[split], prefix, compute_metrics, windows.get(split), data_args.window_aggregation
-        )
-        probs = probabilities(logits, labels.multi_label)
-        references = tokenized[split]["label"][:] if "label" in tokenized[split].column_names else None
-        if references is not None:
-            results.update(metrics)  # with test_unlabelled: the rows labelled -1 or not at all, predicted only
-            if not len(split_report_rows(references, labels)):
-                references = None
-        if split == "validation" and metric and references is not None:  # --tune_threshold, never on test rows
-            decision, tuned = thresholds.tune(probs, references, decision, metric)
-            compute_metrics.decision = decision  # the test split is scored and predicted with it
-            results.update(thresholds.results(tuned, prefix))
-            findings.notes["Decision threshold"] = thresholds.describe(tuned, split)
-            thresholds.store(data_args, decision)
-            if main_process:  # remembered with the model, for predict, eval-only runs, export and serve
-                remember_preprocessing(config, data_args, labels)
-                config.save_pretrained(out)
-        if not main_process:
-            continue
-        if references is not None:
-            outputs.write_json(os.path.join(out, f"{prefix}_results.json"), metrics)
-            findings.add(outputs.split_report(split, references, probs, labels, decision, prefix), task, out, probs)
-        if split == "test":
-            outputs.write_test_predictions(out, task, probs, decision)
+    results = train_and_save(trainer, train, resume_from, interrupt) if train is not None else {}
+    evaluated, findings = evaluate_splits(
+        trainer, tokenized, windows, task, data_args, training_args, compute_metrics, config, metric
+    )
+    results.update(evaluated)
 
     if data_args.positive_label is not None:
         results["positive_label"] = data_args.positive_label
-    if main_process:
+    out = training_args.output_dir
+    if trainer.is_world_process_zero():
         recipe = recipe_of(model_args, data_args, training_args)
         custom_head = getattr(config, HEAD_KEY, None) is not None
         history = trainer.state.log_history

@@ -128,7 +128,7 @@ def test_kfold_out_of_fold_and_averaged_test_predictions(tiny_model, tmp_path):
 
     oof = pd.read_csv(out / "oof_predictions.csv", dtype={"label": str, "prediction": str})
     train = pd.read_csv(f"{d}/train.tsv", sep="\t", quoting=3, dtype=str, nrows=150)
-    assert oof["text"].tolist() == train["text_a"].tolist()  # every train row once, in order
+    assert oof["text_a"].tolist() == train["text_a"].tolist()  # every train row once, in order
     assert sorted(oof["fold"].unique()) == [0, 1, 2] and oof["fold"].value_counts().tolist() == [50, 50, 50]
     for _, fold in oof.groupby("fold"):  # stratified: each fold has the train split's class balance
         assert abs((fold["label"] == "1").mean() - (train["label"] == "1").mean()) < 0.03

@@ -221,9 +221,11 @@ def check(splits: dict, label_names=None, max_chars: int | None = None, dropped:
             if y and isinstance(y[0], tuple):
                 totals = np.asarray(y, dtype=np.float32).sum(axis=0)
                 classes = {name: int(totals[i]) for i, name in enumerate(label_names)}
-            else:
-                totals = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(label_names))
+            elif all(float(v).is_integer() for v in y):  # class ids; -1 is an unlabelled row (not counted)
+                ids = np.asarray(y, dtype=np.int64)
+                totals = np.bincount(ids[ids >= 0], minlength=len(label_names))
                 classes = {name: int(totals[i]) for i, name in enumerate(label_names)}
+            # regression values have no classes to count
         report.splits[split] = SplitHealth(
             rows=len(k),
             duplicate_rows=len(k) - len(counts),

@@ -33,13 +33,14 @@ from bertcls.distill.teacher import teacher_logits
 from bertcls.distill.trainer import DistillationTrainer
 from bertcls.errors import UserError, exit_on_user_error
 from bertcls.evaluation import outputs
-from bertcls.evaluation.metrics import ComputeMetrics, Decision, probabilities
+from bertcls.evaluation.metrics import ComputeMetrics, Decision
 from bertcls.logs import setup_logging
 from bertcls.model.classifier import TrainedClassifier, remember_preprocessing
 from bertcls.model.heads import HEAD_KEY
 from bertcls.model.losses import build_loss
+from bertcls.training.evaluate import evaluate_splits
 from bertcls.training.interrupt import GracefulInterrupt
-from bertcls.training.trainer import build_trainer, check_evaluation, predict_split, train_and_save
+from bertcls.training.trainer import build_trainer, check_evaluation, train_and_save
 
 logger = logging.getLogger("bertcls.distill.run")
 
@@ -113,31 +114,13 @@ def main(argv=None) -> dict:
         **layer_options,
     )
     main_process, out = trainer.is_world_process_zero(), training_args.output_dir
-    results, findings = {}, outputs.Findings()
-    results.update(train_and_save(trainer, train, resume_from, interrupt))
+    results = train_and_save(trainer, train, resume_from, interrupt)
     results["transfer_texts"] = len(transfer)
     results["transfer_unlabelled"] = int((~labelled).sum())
-
-    for split, prefix, wanted in (
-        ("validation", "eval", training_args.do_eval),
-        ("test", "test", training_args.do_predict),
-    ):
-        if not wanted or split not in tokenized:
-            continue
-        logits, metrics = predict_split(
-            trainer, tokenized[split], prefix, compute_metrics, windows.get(split), data_args.window_aggregation
-        )
-        probs = probabilities(logits, labels.multi_label)
-        references = tokenized[split]["label"][:] if "label" in tokenized[split].column_names else None
-        if references is not None:
-            results.update(metrics)
-        if not main_process:
-            continue
-        if references is not None:
-            outputs.write_json(os.path.join(out, f"{prefix}_results.json"), metrics)
-            findings.add(outputs.split_report(split, references, probs, labels, decision, prefix), task, out, probs)
-        if split == "test":
-            outputs.write_test_predictions(out, task, probs, decision)
+    evaluated, findings = evaluate_splits(
+        trainer, tokenized, windows, task, data_args, training_args, compute_metrics, config
+    )
+    results.update(evaluated)
 
     if main_process:
         recipe = recipe_of(args, data_args, training_args)

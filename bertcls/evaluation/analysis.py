@@ -82,8 +82,7 @@ def errors_frame(task, report, probs: np.ndarray, rows_of: str) -> pd.DataFrame:
         frame["predicted"] = predicted[wrong]
         frame["error"] = predicted[wrong] - references[wrong]
         frame["confidence"] = np.abs(frame["error"])  # for analysis.md's table: the size of the error
-        frame["row"] = at[wrong] + 1
-        return frame.reset_index(drop=True)
+        return with_source(frame, task, rows_of, at[wrong])
     if report.rows is not None:
         probs = probs[report.rows]
     wrong = wrong_rows(references, predicted, labels.multi_label)
@@ -96,9 +95,16 @@ def errors_frame(task, report, probs: np.ndarray, rows_of: str) -> pd.DataFrame:
         frame["predicted"] = [labels.names[predicted[i]] for i in wrong]
         frame["gold_probability"] = probs[wrong, references[wrong]]
     frame["confidence"] = error_confidence(probs[wrong], references[wrong], predicted[wrong], labels.multi_label)
-    frame = frame.join(source_columns(task.sources[rows_of], task.splits[rows_of].select(wrong)["source_row"][:]))
-    frame.index = wrong
-    return frame.sort_values("confidence", ascending=False, kind="stable")
+    return with_source(frame, task, rows_of, at[wrong]).sort_values("confidence", ascending=False, kind="stable")
+
+
+def with_source(frame: pd.DataFrame, task, rows_of: str, positions: np.ndarray) -> pd.DataFrame:
+    """`frame` (one row per split position in `positions`) with each row's file and line; indexed by position."""
+    frame = frame.reset_index(drop=True)
+    sources = task.splits[rows_of].select(positions)["source_row"][:]
+    frame = frame.join(source_columns(task.sources[rows_of], sources))
+    frame.index = positions
+    return frame
 
 
 def write_errors(out: str, task, report, probs: np.ndarray, rows_of: str) -> dict:

@@ -123,9 +123,9 @@ class PredictRequest(BaseModel):
 
 class Prediction(BaseModel):
     label: str | None = Field(None, description="The predicted label (single-label models).")
-    score: float | None = Field(None, description="Its probability (single-label models).")
+    score: float | None = Field(None, description="Its probability (single-label); the predicted value (regression).")
     labels: list[str] | None = Field(None, description="Multi-label models: every label at or above its threshold.")
-    probabilities: dict[str, float]
+    probabilities: dict[str, float] | None = Field(None, description="Every label's probability (not regression).")
 
 
 class PredictResponse(BaseModel):

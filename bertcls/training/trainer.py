@@ -227,52 +227,24 @@ def build_trainer(
     if args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
     try:
-        return _trainer(
-            model,
-            args,
-            tokenizer,
-            train,
-            validation,
-            compute_metrics,
-            callbacks,
-            model_init,
-            pad_to_length,
-            trainer_class,
-            trainer_options,
+        return (trainer_class or ClassificationTrainer)(
+            model=model,
+            model_init=model_init,
+            args=args,
+            train_dataset=train,
+            # Sorted longest first: evaluation batches then hold rows of similar length (little padding).
+            eval_dataset=validation.select(longest_first(validation)) if validation is not None else None,
+            processing_class=tokenizer,
+            data_collator=make_data_collator(tokenizer, args, pad_to_length),
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            **trainer_options,
         )
     except (ValueError, ImportError) as e:  # the Trainer's own checks of the flags (fsdp, torch_compile_backend ...)
         text = " ".join(str(e).split())[:300]
         raise UserError(
             f"the Trainer refuses these arguments: {text}", fix="change the flag it names (see --help)"
         ) from None
-
-
-def _trainer(
-    model,
-    args,
-    tokenizer,
-    train,
-    validation,
-    compute_metrics,
-    callbacks,
-    model_init,
-    pad_to_length,
-    trainer_class,
-    trainer_options,
-):
-    return (trainer_class or ClassificationTrainer)(
-        model=model,
-        model_init=model_init,
-        args=args,
-        train_dataset=train,
-        # Sorted longest first: evaluation batches then hold rows of similar length (little padding).
-        eval_dataset=validation.select(longest_first(validation)) if validation is not None else None,
-        processing_class=tokenizer,
-        data_collator=make_data_collator(tokenizer, args, pad_to_length),
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-        **trainer_options,
-    )
 
 
 def check_evaluation(args, validation, splits) -> None:
