@@ -172,7 +172,9 @@ def test_regression_trains_evaluates_and_predicts_values(regression_run):
     config = json.loads((out / "config.json").read_text())
     assert len(config["id2label"]) == 1 and config["problem_type"] == "regression"
     frame = pd.read_csv(out / "predictions.csv")
-    assert list(frame.columns) == ["sentence", "score", "prediction", "source_file", "source_line"] and len(frame) == 40
+    assert (
+        list(frame.columns) == ["sentence", "score", "prediction", "source_file", "source_line"] and len(frame) == 40
+    )
     assert frame["prediction"].std() > 0.05  # it learned something, not one constant
     labelled = frame.iloc[4:]
     # the reported test metrics are those of the written predictions on the labelled rows (pinned with scipy)

@@ -377,7 +377,8 @@ class DataArguments:
     validation_split_seed: int | None = field(
         default=None,
         metadata={
-            "help": "Seed of the validation split held out from train (default: --seed). A search that varies "
+            "help": "Seed of the rows a run sees: the validation split held out from train and the --max_*_samples "
+            "samples (default: --seed). A search that varies "
             "`seed` keeps one split for every trial, and its best_recipe.json sets this, so the final run validates "
             "on the same rows as the trial it reproduces."
         },

@@ -544,6 +544,10 @@ def load_task_data(
         standardized["train"] = standardized["train"].shuffle(seed=data_args.shuffle_seed)
         logger.info("train: shuffled (--shuffle_train_dataset, --shuffle_seed %d)", data_args.shuffle_seed)
     # The train limit applies before the hold-out: a validation split made from train comes from those rows only.
+    # One seed picks which rows a run sees (samples and the held-out split): --validation_split_seed where given,
+    # so a search that varies `seed` keeps the rows fixed and its best_recipe.json sees the trial's rows.
+    split_seed = getattr(data_args, "validation_split_seed", None)
+    seed = seed if split_seed is None else split_seed
     if "train" in standardized:
         standardized["train"] = sample_rows(standardized["train"], limits["train"], seed, single, "train")
     removed = {}
@@ -553,9 +557,8 @@ def load_task_data(
         logger.warning("train: dropped %d rows that repeat an earlier row's text and label (--drop_duplicate_rows)", n)
     percentage = data_args.validation_split_percentage
     if hold_out and percentage > 0 and "validation" not in standardized and "train" in standardized:
-        split_seed = getattr(data_args, "validation_split_seed", None)
         standardized["train"], standardized["validation"] = hold_out_validation(
-            standardized["train"], percentage, seed if split_seed is None else split_seed, stratify=single
+            standardized["train"], percentage, seed, stratify=single
         )
     standardized = {
         s: ds if s == "train" else sample_rows(ds, limits[s], seed, single, s) for s, ds in standardized.items()
