@@ -287,7 +287,8 @@ def test_listening_socket_gives_every_connection_tcp_nodelay():
     assert seen and seen[0] != 0
 
 
-def test_taken_port_is_one_clear_error(single, capsys):
+def test_taken_port_is_one_clear_error(single, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     with serve.listen("127.0.0.1", 0) as taken:
         taken.listen()
         port = taken.getsockname()[1]
@@ -295,6 +296,8 @@ def test_taken_port_is_one_clear_error(single, capsys):
             serve.main(["--model_name_or_path", str(single[1]), "--port", str(port)])
     assert exit_info.value.code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    # Serving in-process leaves the environment alone: processes started afterwards keep their progress bars.
+    assert "TQDM_DISABLE" not in os.environ
 
 
 @pytest.mark.parametrize("kind", ["pair", "custom"])

@@ -696,7 +696,11 @@ def setup_server_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     logging.getLogger("bertcls").setLevel(logging.INFO)
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    # Through the libraries' own switches, not TQDM_DISABLE in os.environ: an in-process caller (a test, a
+    # notebook) would hand that variable to every process it starts afterwards.
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
 
 
 def load(args: ServeArguments):
