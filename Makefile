@@ -20,11 +20,12 @@ install:
 $(INSTALLED): setup.cfg pyproject.toml
 	$(MAKE) install
 
+# One test process per core (at most 4; each runs torch on one thread, see tests/conftest.py).
 test: $(INSTALLED)
-	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest tests -n auto --maxprocesses 4
 
 test-fast: $(INSTALLED)
-	$(PYTHON) -m pytest tests -m "not slow"
+	$(PYTHON) -m pytest tests -n auto --maxprocesses 4 -m "not slow"
 
 quality: $(INSTALLED)
 	ruff check .
