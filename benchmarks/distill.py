@@ -26,7 +26,6 @@ texts), TNEWS all 1,185 FewCLUE train rows (unlabelled: the 1,098 dev texts), SM
 (unlabelled: the next 2,000 train texts); test: 1,000 rows of each test split, evenly spread over the file.
 """
 
-import argparse
 import contextlib
 import json
 import os
@@ -36,15 +35,10 @@ import tempfile
 import time
 
 import numpy as np
+from measure import SHARED as DATA
+from measure import VOCAB, offline, seeded_task_parser
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-DATA = os.environ.get("BERTCLS_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
-VOCAB = os.path.join(DATA, "vocab", "vocab.txt")
+offline()
 
 TASKS = {
     "chnsenticorp": {"dir": "chnsenticorp", "train": "train.tsv", "test": "test.tsv", "text": "text_a",
@@ -311,10 +305,7 @@ def cpu_flags() -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the tables.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser = seeded_task_parser(__doc__, TASKS)
     parser.add_argument("--quick", action="store_true", help="1 seed, 300 rows, 20 steps: checks that it all runs.")
     args = parser.parse_args(argv)
     if args.quick:

@@ -9,15 +9,17 @@
 - Memory: the process's peak resident set (ru_maxrss), and the peak of any child processes (DataLoader workers).
 """
 
+import argparse
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
+SHARED = os.environ.get("BERTCLS_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
 VOCAB = os.path.join(SHARED, "vocab", "vocab.txt")
 MODEL_SIZES = {  # layers, hidden, heads, feed-forward
     "tiny": (2, 128, 2, 512),
@@ -43,6 +45,64 @@ def use_repo_package() -> None:
     """Import this checkout's `bertcls`, not an installed copy: `python benchmarks/x.py` puts benchmarks/ first."""
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
+
+
+def offline() -> None:
+    """Before transformers or datasets is imported: never touch the Hub; this checkout's package."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    use_repo_package()
+
+
+def fresh_workspace(prefix: str, tmp_dir: str | None, threads: int) -> tuple[str, str]:
+    """A new temporary folder whose datasets cache is empty (so every stage really runs), offline, `threads` torch
+    threads: (the folder, the tiny model). Call before datasets is imported."""
+    work = tempfile.mkdtemp(prefix=prefix, dir=tmp_dir)
+    os.environ.update(HF_DATASETS_CACHE=os.path.join(work, "datasets"), HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    offline()
+    set_threads(threads)
+    return work, build_model("tiny", VOCAB)
+
+
+def child_env(threads: int, cache_dir: str) -> dict:
+    """The environment of a measured child process: `threads` OpenMP/MKL threads, the same single-threaded
+    tokenizer on every side, offline, and its own datasets cache (a fresh one: a side reads and tokenizes, never
+    loads a cached result)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.update(TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env["HF_DATASETS_CACHE"] = cache_dir
+    return env
+
+
+def run_measured(name: str, command: list[str], threads: int, verbose: bool = False) -> dict:
+    """Run `command --result_file FILE` once in a fresh process (child_env) and return the JSON it wrote, with its
+    wall time and the load average before it started. Its output is shown with `verbose`, else only on failure."""
+    with tempfile.TemporaryDirectory(prefix="bertcls-bench-") as tmp:
+        result_file, log_file = os.path.join(tmp, "result.json"), os.path.join(tmp, "log.txt")
+        env = child_env(threads, os.path.join(tmp, "datasets"))
+        print(f"[{name}] running ...", file=sys.stderr, flush=True)
+        load, start = os.getloadavg()[0], time.perf_counter()
+        with open(log_file, "w") as log:
+            output = None if verbose else log
+            command = [*command, "--result_file", result_file]
+            done = subprocess.run(command, cwd=REPO, env=env, stdout=output, stderr=output)
+        if done.returncode != 0:
+            with open(log_file) as log:
+                raise SystemExit(f"[{name}] failed (exit {done.returncode}):\n{log.read()[-4000:]}")
+        with open(result_file) as f:
+            result = json.load(f)
+    result.update(wall_seconds=round(time.perf_counter() - start, 1), load_average_before=load)
+    return result
+
+
+def seeded_task_parser(doc: str, tasks) -> argparse.ArgumentParser:
+    """The flags of the benchmarks that train on the shared tasks over several seeds: --json, --seeds, --tasks."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the tables.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--tasks", nargs="+", choices=list(tasks), default=list(tasks))
+    return parser
 
 
 def set_threads(threads: int) -> None:

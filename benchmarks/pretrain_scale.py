@@ -26,10 +26,8 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 from measure import (
     MODEL_SIZES,
@@ -38,7 +36,9 @@ from measure import (
     StepWindow,
     TokenCounter,
     build_model,
+    fresh_workspace,
     peak_rss_mb,
+    run_measured,
     set_threads,
     use_repo_package,
     write_result,
@@ -63,13 +63,7 @@ def write_lines(source: str, path: str, lines: int) -> None:
 
 
 def pipeline(args) -> dict:
-    work = tempfile.mkdtemp(prefix="bertcls-pretrain-scale-", dir=args.tmp_dir)
-    # Before datasets is imported: a fresh cache, so every stage really runs.
-    os.environ.update(HF_DATASETS_CACHE=os.path.join(work, "datasets"), HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    set_threads(args.threads)
-    use_repo_package()
-    model_folder = build_model("tiny", VOCAB)
+    work, model_folder = fresh_workspace("bertcls-pretrain-scale-", args.tmp_dir, args.threads)
 
     import datasets
 
@@ -233,21 +227,7 @@ def pretrain_child(args) -> dict:
 
 
 def run_child(command: list[str], threads: int, name: str) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bertcls-bench-") as tmp:
-        result_file = os.path.join(tmp, "result.json")
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        env.update(TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-        env["HF_DATASETS_CACHE"] = os.path.join(tmp, "datasets")
-        print(f"[{name}] running ...", file=sys.stderr, flush=True)
-        load, start = os.getloadavg()[0], time.perf_counter()
-        done = subprocess.run(
-            [*command, "--result_file", result_file], cwd=REPO, env=env, capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"[{name}] failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-        with open(result_file) as f:
-            result = json.load(f)
-    result.update(wall_seconds=round(time.perf_counter() - start, 1), load_average_before=load)
+    result = run_measured(name, command, threads)
     print(f"[{name}] {result['real_tokens_per_s']:,.0f} real tokens/s", file=sys.stderr, flush=True)
     return result
 

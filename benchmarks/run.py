@@ -19,12 +19,10 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
-from measure import MODEL_SIZES, REPO, SHARED, VOCAB, build_model, write_rows
+from measure import MODEL_SIZES, SHARED, VOCAB, build_model, child_env, run_measured, write_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -106,44 +104,15 @@ def parse(argv=None):
     return args
 
 
-def child_env(args, cache_dir: str) -> dict:
-    env = dict(os.environ)
-    threads = str(args.threads)
-    env.update(
-        OMP_NUM_THREADS=threads,
-        MKL_NUM_THREADS=threads,
-        TOKENIZERS_PARALLELISM="false",  # the same single-threaded tokenizer on both sides
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        HF_DATASETS_CACHE=cache_dir,  # a fresh cache: our side reads and tokenizes, never loads a cached result
-    )
-    return env
-
-
 def run_child(script: str, args, model: str, extra: list[str], name: str) -> dict:
     """Run one side once in a fresh process and return its JSON result."""
-    with tempfile.TemporaryDirectory(prefix="bertcls-bench-") as tmp:
-        result_file, log_file = os.path.join(tmp, "result.json"), os.path.join(tmp, "log.txt")
-        command = [sys.executable, os.path.join(HERE, script), "--model", model, "--train_file", args.data]
-        command += ["--text_column", args.text_column, "--label_column", args.label_column]
-        command += ["--batch_size", str(args.batch_size), "--steps", str(args.steps)]
-        command += ["--warmup", str(args.warmup), "--predict_rows", str(args.predict_rows)]
-        command += ["--predict_batch_size", str(args.predict_batch_size), "--threads", str(args.threads)]
-        command += ["--device", args.device, "--result_file", result_file, *extra]
-        print(f"[{name}] running ...", file=sys.stderr, flush=True)
-        load = os.getloadavg()[0]
-        start = time.perf_counter()
-        with open(log_file, "w") as log:
-            output = None if args.verbose else log
-            done = subprocess.run(command, cwd=REPO, env=child_env(args, os.path.join(tmp, "datasets")),
-                                  stdout=output, stderr=output)  # fmt: skip
-        if done.returncode != 0:
-            with open(log_file) as log:
-                tail = log.read()[-4000:]
-            raise SystemExit(f"[{name}] failed (exit {done.returncode}):\n{tail}")
-        with open(result_file) as f:
-            result = json.load(f)
-    result.update(wall_seconds=round(time.perf_counter() - start, 1), load_average_before=load)
+    command = [sys.executable, os.path.join(HERE, script), "--model", model, "--train_file", args.data]
+    command += ["--text_column", args.text_column, "--label_column", args.label_column]
+    command += ["--batch_size", str(args.batch_size), "--steps", str(args.steps)]
+    command += ["--warmup", str(args.warmup), "--predict_rows", str(args.predict_rows)]
+    command += ["--predict_batch_size", str(args.predict_batch_size), "--threads", str(args.threads)]
+    command += ["--device", args.device, *extra]
+    result = run_measured(name, command, args.threads, args.verbose)
     print(f"[{name}] done in {result['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
     return result
 
@@ -326,7 +295,7 @@ def main(argv=None) -> dict:
     args = parse(argv)
     if not os.path.isfile(args.data):
         raise SystemExit(f"error: {args.data} not found; pass --data PATH (a .tsv/.csv with text and label columns)")
-    model = args.model or build_model(args.model_size, args.vocab, child_env(args, tempfile.gettempdir()))
+    model = args.model or build_model(args.model_size, args.vocab, child_env(args.threads, tempfile.gettempdir()))
     with tempfile.TemporaryDirectory(prefix="bertcls-bench-data-") as tmp:
         if args.data_times > 1:
             with open(args.data, encoding="utf-8") as f:

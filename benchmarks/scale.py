@@ -19,11 +19,10 @@ import os
 import resource
 import shutil
 import sys
-import tempfile
 import threading
 import time
 
-from measure import SHARED, VOCAB, build_model, set_threads, use_repo_package, write_rows
+from measure import SHARED, fresh_workspace, write_rows
 
 
 class MemorySampler(threading.Thread):
@@ -100,13 +99,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--tmp_dir", default=None, help="Where the data file and Arrow cache go (default: $TMPDIR).")
     args = parser.parse_args(argv)
 
-    work = tempfile.mkdtemp(prefix="bertcls-scale-", dir=args.tmp_dir)
-    # Before datasets is imported: a fresh cache, so every stage really runs.
-    os.environ.update(HF_DATASETS_CACHE=os.path.join(work, "datasets"), HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    set_threads(args.threads)
-    use_repo_package()
-    model = build_model("tiny", VOCAB)
+    work, model = fresh_workspace("bertcls-scale-", args.tmp_dir, args.threads)
 
     import datasets
     from transformers import AutoModelForSequenceClassification

@@ -27,7 +27,6 @@ Prints the tables with mean ± standard deviation over seeds and each seed's val
 wall time and the machine's load average (os.getloadavg) at the start and the end.
 """
 
-import argparse
 import contextlib
 import json
 import os
@@ -37,14 +36,10 @@ import tempfile
 import time
 
 import numpy as np
+from measure import REPO, offline, seeded_task_parser
+from measure import SHARED as DATA
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-DATA = os.environ.get("BERTCLS_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared", "data"))
+offline()
 RECIPES = {
     "inductive": os.path.join(REPO, "recipes", "pretrain", "shared-data-tiny.json"),
     "transductive": os.path.join(REPO, "recipes", "pretrain", "shared-data-tiny-transductive.json"),
@@ -209,10 +204,7 @@ def tables(report: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the tables.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser = seeded_task_parser(__doc__, TASKS)
     parser.add_argument("--skip_options", action="store_true", help="Only the transfer table.")
     parser.add_argument(
         "--skip_random",

@@ -104,29 +104,29 @@ def release_zip(folder: Path, vocab: str, seed: int = 1) -> Path:
     return folder
 
 
-def albert_chinese(folder: Path, vocab: str, tokenizer_config: bool = False, seed: int = 2) -> Path:
+def _transformers_release(folder: Path, vocab: str, config, model_class, seed: int) -> None:
+    """config.json of `config` naming `model_class`, its state dict in pytorch_model.bin, the BERT vocab.txt."""
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
-    config = AlbertConfig(vocab_size=21128, embedding_size=16, **SIZES)
-    config.architectures = ["AlbertForMaskedLM"]
+    config.architectures = [model_class.__name__]
     config.save_pretrained(folder)
-    torch.save(_state_dict(AlbertForMaskedLM(config), seed), folder / "pytorch_model.bin")
+    torch.save(_state_dict(model_class(config), seed), folder / "pytorch_model.bin")
+    shutil.copy(vocab, folder / "vocab.txt")
+
+
+def albert_chinese(folder: Path, vocab: str, tokenizer_config: bool = False, seed: int = 2) -> Path:
+    config = AlbertConfig(vocab_size=21128, embedding_size=16, **SIZES)
+    _transformers_release(folder, vocab, config, AlbertForMaskedLM, seed)
     if tokenizer_config:  # without tokenizer_class, AutoTokenizer builds a sentencepiece AlbertTokenizer
         _json(folder / "tokenizer_config.json", {"do_lower_case": True})
-    shutil.copy(vocab, folder / "vocab.txt")
     return folder
 
 
 def electra_chinese(folder: Path, vocab: str, seed: int = 3) -> Path:
-    folder.mkdir(parents=True)
-    torch.manual_seed(seed)
     config = ElectraConfig(vocab_size=21128, embedding_size=16, **SIZES)
-    config.architectures = ["ElectraForPreTraining"]
-    config.save_pretrained(folder)
-    torch.save(_state_dict(ElectraForPreTraining(config), seed), folder / "pytorch_model.bin")
+    _transformers_release(folder, vocab, config, ElectraForPreTraining, seed)
     _json(folder / "tokenizer_config.json", {"do_lower_case": True})
     _json(folder / "special_tokens_map.json", SPECIAL_TOKENS_MAP)
-    shutil.copy(vocab, folder / "vocab.txt")
     return folder
 
 

@@ -9,7 +9,7 @@ import pytest
 import run_classification
 from bertcls.training.trainer import ClassificationTrainer
 
-from .conftest import first_rows, shared
+from .conftest import cli, first_rows, shared
 
 pytestmark = pytest.mark.slow
 
@@ -120,10 +120,8 @@ def test_kfold_out_of_fold_and_averaged_test_predictions(tiny_model, tmp_path):
     d = shared("chnsenticorp")
     out = tmp_path / "o"
     train_file, test_file = first_rows(f"{d}/train.tsv", 150, tmp_path), first_rows(f"{d}/test.tsv", 30, tmp_path)
-    argv = ["--model_name_or_path", tiny_model, "--train_file", train_file, "--test_file", test_file]
-    argv += ["--text_column", "text_a"]
-    argv += ["--output_dir", str(out), "--save_strategy", "no", "--num_train_epochs", "1", *FAST]
-    argv += ["--kfold", "3", "--kfold_seed", "5"]
+    argv = cli(model_name_or_path=tiny_model, train_file=train_file, test_file=test_file, text_column="text_a")
+    argv += cli(output_dir=out, save_strategy="no", num_train_epochs=1, kfold=3, kfold_seed=5) + FAST
     results = run_classification.main(argv)
 
     oof = pd.read_csv(out / "oof_predictions.csv", dtype={"label": str, "prediction": str})

@@ -14,7 +14,7 @@ from bertcls.model.checkpoints import load_config, load_tokenizer
 from bertcls.model.classifier import load_trained_model
 from bertcls.shipping import predict
 
-from .conftest import first_rows, shared
+from .conftest import cli, first_rows, shared
 
 TEXT = "".join(chr(0x4E00 + i) for i in range(100))  # 100 distinct CJK characters, one token each
 
@@ -60,11 +60,9 @@ def test_test_split_and_predict_cli_combine_window_logits(tiny_model, tmp_path):
     d = shared("chnsenticorp")
     out = tmp_path / "out"
     train_file, test_file = first_rows(f"{d}/train.tsv", 600, tmp_path), first_rows(f"{d}/test.tsv", 40, tmp_path)
-    argv = ["--model_name_or_path", tiny_model, "--train_file", train_file, "--test_file", test_file]
-    argv += ["--text_column", "text_a"]
-    argv += ["--max_seq_length", "32", "--num_train_epochs", "3", "--save_strategy", "no", "--output_dir", str(out)]
-    argv += ["--sliding_window", "--stride", "8", "--window_aggregation", "mean", "--learning_rate", "3e-3"]
-    argv += ["--validation_split_percentage", "0", "--seed", "7"]
+    argv = cli(model_name_or_path=tiny_model, train_file=train_file, test_file=test_file, text_column="text_a")
+    argv += cli(max_seq_length=32, num_train_epochs=3, save_strategy="no", output_dir=out, learning_rate=3e-3)
+    argv += cli(sliding_window=True, stride=8, window_aggregation="mean", validation_split_percentage=0, seed=7)
     results = run_classification.main(argv)
     assert results["test_samples"] == 40 and results["test_windows"] > 80  # reviews are longer than 32 tokens
 

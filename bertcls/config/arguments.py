@@ -119,8 +119,39 @@ def _describe_range(low, high, low_in, high_in) -> str:
     return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
 
 
+@dataclass(kw_only=True)
+class HubArguments:
+    """Where a checkpoint on the Hugging Face Hub is fetched from: every command that loads one takes these flags
+    (keyword-only, so a subclass may still have required fields)."""
+
+    token: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hugging Face Hub token for private models and datasets (default: the one `hf auth login` "
+            "stored, or HF_TOKEN)."
+        },
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where downloaded models are stored (default: the Hugging Face cache)."}
+    )
+    model_revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit of the model."})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run Python code shipped inside a Hub model repo. Off: only enable for repos you trust."},
+    )
+
+    def hub_options(self) -> dict:
+        """These settings as the keyword arguments of from_pretrained."""
+        return {
+            "cache_dir": self.cache_dir,
+            "revision": self.model_revision,
+            "trust_remote_code": self.trust_remote_code,
+            "token": self.token,
+        }
+
+
 @dataclass
-class ModelArguments:
+class ModelArguments(HubArguments):
     model_name_or_path: str = field(
         metadata={
             "help": "Hub id (e.g. hfl/chinese-bert-wwm-ext) or local folder of the encoder to fine-tune, or a "
@@ -143,21 +174,6 @@ class ModelArguments:
             "help": "Use a fast (Rust) tokenizer (passed to AutoTokenizer; transformers 5 always builds the fast one "
             "and ignores false)."
         },
-    )
-    token: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hugging Face Hub token for private models and datasets (default: the one `hf auth login` "
-            "stored, or HF_TOKEN)."
-        },
-    )
-    cache_dir: str | None = field(
-        default=None, metadata={"help": "Where downloaded models are stored (default: the Hugging Face cache)."}
-    )
-    model_revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit of the model."})
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Run Python code shipped inside a Hub model repo. Off: only enable for repos you trust."},
     )
     ignore_mismatched_sizes: bool = field(
         default=False,
@@ -665,9 +681,7 @@ class ClassificationTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        # Pinned memory only speeds up copies to an accelerator; without one torch warns on every DataLoader.
-        if self.dataloader_pin_memory and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
-            self.dataloader_pin_memory = False
+        fit_to_launch(self)
         resolve_phases(self)
         if not self.do_eval and _value(self.eval_strategy) != "no":
             # Otherwise the Trainer turns do_eval back on and evaluates inside train() anyway.
@@ -678,12 +692,6 @@ class ClassificationTrainingArguments(TrainingArguments):
                     fix="add --do_eval (or drop early stopping / --load_best_model_at_end)",
                 )
             self.eval_strategy = "no"
-        launched = launched_processes()
-        if launched > 1 and not self.use_cpu and not distributed_accelerator_available():
-            # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: unless told `use_cpu`, the
-            # Trainer sets up every process as a world of one, and N copies train and write the same output_dir.
-            _warn_once(f"{launched} processes launched and no GPU found: training on CPU with gloo (--use_cpu)")
-            self.use_cpu = True
         check_options(self)
         check_precision(self)
         if self.early_stopping_patience is not None:
@@ -694,12 +702,31 @@ class ClassificationTrainingArguments(TrainingArguments):
         super().__post_init__()
         check_report_to(self)
         check_optimizer(self)
-        if launched > 1 and self.world_size != launched:
-            raise UserError(
-                f"{launched} processes were launched but the Trainer set up a world of {self.world_size} "
-                "(each process would train its own copy and write the same output_dir)",
-                fix="launch on machines whose accelerators torch can see, or pass --use_cpu true to train on CPU",
-            )
+        check_world(self)
+
+
+def fit_to_launch(args) -> None:
+    """Before TrainingArguments.__post_init__: settings that follow from the machine and the launcher."""
+    # Pinned memory only speeds up copies to an accelerator; without one torch warns on every DataLoader.
+    if args.dataloader_pin_memory and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        args.dataloader_pin_memory = False
+    launched = launched_processes()
+    if launched > 1 and not args.use_cpu and not distributed_accelerator_available():
+        # `accelerate launch --multi_gpu` / torchrun on a machine without GPUs: unless told `use_cpu`, the
+        # Trainer sets up every process as a world of one, and N copies train and write the same output_dir.
+        _warn_once(f"{launched} processes launched and no GPU found: training on CPU with gloo (--use_cpu)")
+        args.use_cpu = True
+
+
+def check_world(args) -> None:
+    """After TrainingArguments.__post_init__: the Trainer's world is the one the launcher started."""
+    launched = launched_processes()
+    if launched > 1 and args.world_size != launched:
+        raise UserError(
+            f"{launched} processes were launched but the Trainer set up a world of {args.world_size} "
+            "(each process would train its own copy and write the same output_dir)",
+            fix="launch on machines whose accelerators torch can see, or pass --use_cpu true to train on CPU",
+        )
 
 
 PHASES = ("do_train", "do_eval", "do_predict")

@@ -125,13 +125,7 @@ def load_config(model_args) -> PretrainedConfig:
         logger.info("%s: no config.json, read the BERT config from %s", name, GOOGLE_CONFIG_FILE)
     else:
         try:
-            config = AutoConfig.from_pretrained(
-                name,
-                cache_dir=model_args.cache_dir,
-                revision=model_args.model_revision,
-                trust_remote_code=model_args.trust_remote_code,
-                token=getattr(model_args, "token", None),
-            )
+            config = AutoConfig.from_pretrained(name, **model_args.hub_options())
         except (OSError, ValueError) as e:
             raise load_error(
                 name, "model config", e, fix="pass a local model folder (config.json + weights) or a Hub id"
@@ -183,10 +177,7 @@ def load_tokenizer(name_or_path: str, model_args=None, config: PretrainedConfig 
     options = {}
     if model_args is not None:
         options = {
-            "cache_dir": model_args.cache_dir,
-            "revision": model_args.model_revision,
-            "trust_remote_code": model_args.trust_remote_code,
-            "token": getattr(model_args, "token", None),
+            **model_args.hub_options(),
             # transformers 5 always builds the fast tokenizer and drops this; passed on for the versions that read it
             "use_fast": getattr(model_args, "use_fast_tokenizer", True),
         }
@@ -305,12 +296,7 @@ def load_pretrained(model_args, config: PretrainedConfig, head_class=None) -> Pr
     tensor that is missing from the checkpoint (other than a pooler that MaskedLM checkpoints lack) is an error:
     such a model would train from random weights without a word."""
     name = model_args.model_name_or_path
-    options = {
-        "cache_dir": model_args.cache_dir,
-        "revision": model_args.model_revision,
-        "trust_remote_code": model_args.trust_remote_code,
-        "token": getattr(model_args, "token", None),
-    }
+    options = model_args.hub_options()
     try:
         if head_class is not None:
             extra = {"add_pooling_layer": False} if _has_pooler_option(config) else {}

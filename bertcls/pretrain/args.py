@@ -6,20 +6,18 @@ data flags keep run_classification.py's names and meanings where they overlap (-
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
 
-import torch
 from transformers import TrainingArguments
 
-from bertcls.config.arguments import distributed_accelerator_available, launched_processes
+from bertcls.config.arguments import HubArguments, check_world, fit_to_launch
 from bertcls.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PretrainModelArguments:
+class PretrainModelArguments(HubArguments):
     model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -83,14 +81,6 @@ class PretrainModelArguments:
             "21k vocabulary this is most of the compute. Used for heads that take hidden states and return "
             "vocabulary logits (BERT, RoBERTa, ALBERT, ERNIE); others run the model's stock forward."
         },
-    )
-    cache_dir: str | None = field(
-        default=None, metadata={"help": "Where downloaded models are stored (default: the Hugging Face cache)."}
-    )
-    model_revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit of the model."})
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Run Python code shipped inside a Hub model repo. Off: only enable for repos you trust."},
     )
 
 
@@ -217,22 +207,9 @@ class PretrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        if self.dataloader_pin_memory and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
-            self.dataloader_pin_memory = False  # pinned memory only helps copies to an accelerator
-        launched = launched_processes()
-        if launched > 1 and not self.use_cpu and not distributed_accelerator_available():
-            # As in run_classification: without this every process would train alone and write the same folder.
-            if os.environ.get("RANK", "0") == "0":
-                logger.warning(
-                    "%d processes launched and no GPU found: training on CPU with gloo (--use_cpu)", launched
-                )
-            self.use_cpu = True
+        fit_to_launch(self)
         super().__post_init__()
-        if launched > 1 and self.world_size != launched:
-            raise UserError(
-                f"{launched} processes were launched but the Trainer set up a world of {self.world_size}",
-                fix="launch on machines whose accelerators torch can see, or pass --use_cpu true to train on CPU",
-            )
+        check_world(self)
 
 
 def check_arguments(model_args, data_args, training_args, given: frozenset) -> None:

@@ -180,9 +180,7 @@ def new_config(model_args, data_args, tokenizer):
     """The config of a model from scratch: --config_name's, or one of --model_type of the size flags' size."""
     if model_args.config_name:
         try:
-            config = AutoConfig.from_pretrained(
-                model_args.config_name, cache_dir=model_args.cache_dir, trust_remote_code=model_args.trust_remote_code
-            )
+            config = AutoConfig.from_pretrained(model_args.config_name, **model_args.hub_options())
         except (OSError, ValueError) as e:
             raise load_error(
                 model_args.config_name, "model config", e, fix="pass a folder with config.json to --config_name"

@@ -51,13 +51,8 @@ def load_mlm_model(model_args, config, seed: int):
             model.num_parameters() / 1e6,
         )
         return model
-    options = {
-        "cache_dir": model_args.cache_dir,
-        "revision": model_args.model_revision,
-        "trust_remote_code": model_args.trust_remote_code,
-    }
     try:
-        model, info = from_pretrained(AutoModelForMaskedLM, name, config=config, **options)
+        model, info = from_pretrained(AutoModelForMaskedLM, name, config=config, **model_args.hub_options())
     except ValueError as e:
         if "Unrecognized configuration class" in str(e):
             raise _no_mlm_error(name, config) from None

@@ -36,7 +36,6 @@ waits 40-50 ms per request for Nagle's algorithm and delayed ACKs).
 import asyncio
 import json
 import logging
-import os
 import socket
 import sys
 import uuid
