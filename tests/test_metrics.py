@@ -75,9 +75,8 @@ def test_reported_metrics_equal_sklearn_on_the_written_predictions(tiny_model, t
     names = {"positive": "正面", "negative": "负面"}
     rows["label"] = rows["label"].map(names)
     rows.iloc[:480].to_csv(tmp_path / "train.tsv", sep="\t", index=False)
-    test = pd.concat(
-        [rows.iloc[480:][rows.label == "正面"].iloc[:90], rows.iloc[480:][rows.label == "负面"].iloc[:30]]
-    )
+    rest = rows.iloc[480:]
+    test = pd.concat([rest[rest.label == "正面"].iloc[:90], rest[rest.label == "负面"].iloc[:30]])
     test.to_csv(tmp_path / "test.tsv", sep="\t", index=False)
     out = tmp_path / "out"
     results = run_classification.main(
