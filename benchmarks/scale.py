@@ -104,7 +104,8 @@ def main(argv=None) -> list[dict]:
     import datasets
     from transformers import AutoModelForSequenceClassification
 
-    from bertcls.config.arguments import ClassificationTrainingArguments, DataArguments
+    from bertcls.config.arguments import DataArguments
+    from bertcls.config.training_arguments import ClassificationTrainingArguments
     from bertcls.data.loading import load_task_data
     from bertcls.data.tokenization import tokenize_splits
     from bertcls.model.checkpoints import load_tokenizer

@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bertcls.config.arguments import ClassificationTrainingArguments  # noqa: E402
+from bertcls.config.training_arguments import ClassificationTrainingArguments  # noqa: E402
 from bertcls.model.checkpoints import load_tokenizer  # noqa: E402
 from bertcls.training.trainer import ClassificationTrainer  # noqa: E402
 

@@ -9,7 +9,8 @@ from datasets import Dataset
 from torch.nn import functional as F
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from bertcls.config.arguments import ClassificationTrainingArguments, ModelArguments
+from bertcls.config.arguments import ModelArguments
+from bertcls.config.training_arguments import ClassificationTrainingArguments
 from bertcls.training.trainer import ClassificationTrainer
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}

@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 
 from bertcls.cli import COMMANDS
-from bertcls.config.recipes import DATACLASSES, make_parser, parse_args
+from bertcls.config.recipes import make_parser, parse_args, run_dataclasses
 
 from .conftest import REPO, shared
 
@@ -341,7 +341,7 @@ def recipe_dataclasses(kind: str):
         from bertcls.pretrain import run as pretrain
 
         return pretrain.DATACLASSES
-    return DATACLASSES
+    return run_dataclasses()
 
 
 def check_json_block(info: str, body: str, tmp_path: Path) -> None:

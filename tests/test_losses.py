@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bertcls.config.arguments import ClassificationTrainingArguments
 from bertcls.config.recipes import parse_args
+from bertcls.config.training_arguments import ClassificationTrainingArguments
 from bertcls.data.labels import LabelSpace
 from bertcls.errors import UserError
 from bertcls.model.losses import (

@@ -11,7 +11,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import launch_command_parser
 
 from bertcls.config.arguments import PATH_FIELDS
-from bertcls.config.recipes import DATACLASSES, parse_args, read_recipe, resolve_path
+from bertcls.config.recipes import parse_args, read_recipe, resolve_path, run_dataclasses
 from bertcls.data.loading import load_task_data
 from bertcls.pretrain import run as pretrain
 
@@ -54,7 +54,7 @@ def test_the_expected_files_are_there():
 def test_recipe_parses_and_names_files_that_exist(recipe):
     # unknown keys and wrong types raise UserError
     pretraining = PRETRAIN_DIR in recipe.parents and not recipe.name.endswith("-task.json")  # -task: for --from_task
-    parse_args([str(recipe)], dataclass_types=pretrain.DATACLASSES if pretraining else DATACLASSES)
+    parse_args([str(recipe)], dataclass_types=pretrain.DATACLASSES if pretraining else run_dataclasses())
     raw = read_recipe(str(recipe))
     for key, kind in PATH_FIELDS.items():
         values = raw.get(key)

@@ -9,8 +9,9 @@ from dataclasses import fields
 
 import pytest
 
-from bertcls.config.arguments import ClassificationTrainingArguments, DataArguments, ModelArguments
+from bertcls.config.arguments import DataArguments, ModelArguments
 from bertcls.config.recipes import parse_args, recipe_of
+from bertcls.config.training_arguments import ClassificationTrainingArguments
 from bertcls.errors import UserError
 
 from .conftest import REPO

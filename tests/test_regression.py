@@ -131,7 +131,7 @@ def test_the_prediction_is_the_models_output():
     ],
 )
 def test_classifier_losses_are_refused_for_regression(flags, message):
-    from bertcls.config.arguments import ClassificationTrainingArguments
+    from bertcls.config.training_arguments import ClassificationTrainingArguments
     from bertcls.data.labels import LabelSpace
 
     args = ClassificationTrainingArguments(output_dir="o", **flags)

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import tokenizers
 from fastapi.testclient import TestClient
 
 from bertcls.model.classifier import TrainedClassifier
@@ -350,7 +351,7 @@ def test_a_batch_that_fails_is_retried_one_by_one_so_only_the_culprit_fails(sing
     a micro-batch with good requests: they are answered, it gets a 500 with a request id and no internals."""
     _, onnx_dir = single
     classifier, args = in_process(onnx_dir, max_wait_ms=500, max_batch_size=32)
-    poison = classifier.tokenizer.convert_tokens_to_ids("毒")
+    poison = tokenizers.Tokenizer.from_file(str(onnx_dir / "tokenizer.json")).token_to_id("毒")
     forward = classifier.forward_features
 
     def fragile(encoded, *a, **k):

@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
-from bertcls.config.arguments import ClassificationTrainingArguments
+from bertcls.config.training_arguments import ClassificationTrainingArguments
 from bertcls.training import interrupt
 from bertcls.training.trainer import ClassificationTrainer
 

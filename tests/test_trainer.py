@@ -8,8 +8,8 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 from transformers import trainer as hf_trainer
 
-from bertcls.config import arguments
-from bertcls.config.arguments import ClassificationTrainingArguments
+from bertcls.config import training_arguments
+from bertcls.config.training_arguments import ClassificationTrainingArguments
 from bertcls.errors import UserError
 from bertcls.training.optim import layer_depth, parameter_groups
 from bertcls.training.trainer import ClassificationTrainer, make_data_collator, predict_in_order
@@ -133,7 +133,7 @@ def test_loss_and_gradients_do_not_grow_with_gradient_accumulation(tiny_model, t
 def test_a_launch_the_trainer_does_not_see_as_distributed_is_an_error(tmp_path, monkeypatch):
     """Two launched processes that the Trainer sets up as two worlds of one would each train and write alone."""
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setattr(arguments, "distributed_accelerator_available", lambda: True)  # no CPU fallback
+    monkeypatch.setattr(training_arguments, "distributed_accelerator_available", lambda: True)  # no CPU fallback
     with pytest.raises(UserError, match="2 processes were launched but the Trainer set up a world of 1") as error:
         ClassificationTrainingArguments(output_dir=str(tmp_path), report_to=[])
     assert "--use_cpu true" in error.value.fix

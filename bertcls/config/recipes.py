@@ -17,7 +17,7 @@ import yaml
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
-from bertcls.config.arguments import PATH_FIELDS, ClassificationTrainingArguments, DataArguments, ModelArguments
+from bertcls.config.arguments import PATH_FIELDS, DataArguments, ModelArguments
 from bertcls.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,14 @@ RECIPE_SUFFIXES = (".json", ".yaml", ".yml")
 WORD_OR_NUMBERS = {"class_weights"}
 # Fields holding a JSON object: a recipe gives the object itself, the command line its JSON text.
 JSON_OBJECTS = {"hp_space"}
-DATACLASSES = (ModelArguments, DataArguments, ClassificationTrainingArguments)
+
+
+def run_dataclasses() -> tuple:
+    """run_classification.py's dataclasses. Imported when asked for: the training options import torch, which the
+    tools that parse other dataclasses here (predict and serve on an export folder) never load."""
+    from bertcls.config.training_arguments import ClassificationTrainingArguments
+
+    return (ModelArguments, DataArguments, ClassificationTrainingArguments)
 
 
 class Parser(HfArgumentParser):
@@ -37,9 +44,9 @@ class Parser(HfArgumentParser):
         raise UserError(f"command line: {message}", fix="see --help for every flag and its type")
 
 
-def make_parser(dataclass_types=DATACLASSES) -> HfArgumentParser:
+def make_parser(dataclass_types=None) -> HfArgumentParser:
     # No abbreviations: among hundreds of flags a shortened or mistyped one must fail, not land on a neighbour.
-    parser = Parser(dataclass_types, allow_abbrev=False)
+    parser = Parser(dataclass_types or run_dataclasses(), allow_abbrev=False)
     for action in parser._actions:
         # HfArgumentParser makes `bool | None = None` fields (do_train: None = not given) require a value; let
         # `--do_eval` alone mean true, as it does for plain bool fields.
@@ -48,7 +55,7 @@ def make_parser(dataclass_types=DATACLASSES) -> HfArgumentParser:
     return parser
 
 
-def parse_args(argv=None, dataclass_types=DATACLASSES, parser=None):
+def parse_args(argv=None, dataclass_types=None, parser=None):
     """Parse `[RECIPE] [--flag value ...]` into one instance per dataclass (model, data, training by default).
 
     Unknown recipe keys and values of the wrong type raise UserError naming the key and the recipe file; so does
@@ -187,7 +194,7 @@ def read_recipe(path: str) -> dict:
     return recipe
 
 
-def apply_recipe(parser: argparse.ArgumentParser, recipe: dict, recipe_path: str, dataclass_types=DATACLASSES) -> dict:
+def apply_recipe(parser: argparse.ArgumentParser, recipe: dict, recipe_path: str, dataclass_types=None) -> dict:
     """Check every recipe value against the parser and install the values as defaults; returns the recipe keyed
     by field names (a key may be any spelling of a flag, e.g. the reference script's `label_column_name`)."""
     actions = {a.dest: a for a in parser._actions if a.option_strings}

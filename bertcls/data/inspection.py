@@ -12,7 +12,7 @@ loaded. --output_file also writes the report to a file.
 import sys
 from dataclasses import dataclass, field
 
-from bertcls.config.recipes import DATACLASSES, make_parser, parse_args
+from bertcls.config.recipes import make_parser, parse_args, run_dataclasses
 from bertcls.data.loading import load_task_data
 from bertcls.errors import exit_on_user_error
 from bertcls.files import write_text
@@ -26,7 +26,7 @@ class InspectArguments:
 
 @exit_on_user_error
 def main(argv=None) -> str:
-    parser = make_parser((*DATACLASSES, InspectArguments))
+    parser = make_parser((*run_dataclasses(), InspectArguments))
     # A recipe names a model and an output folder for training; inspecting needs neither.
     parser.set_defaults(model_name_or_path="(not loaded)", output_dir="(not written)")
     for action in parser._actions:

@@ -6,14 +6,19 @@ only_second, or by head+tail slicing, which no tokenizer offers. Counting the ro
 is exact, and costs one tokenizer call for the short rows.
 """
 
+from __future__ import annotations
+
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import DatasetDict
-from transformers import PreTrainedTokenizerBase
 
 from bertcls.errors import UserError
+
+if TYPE_CHECKING:  # only for annotations: the encoders also run in the torch-free runtime (model/runtime.py)
+    from datasets import DatasetDict
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +263,8 @@ class TokenStats:
 def tokenize_splits(splits: DatasetDict, tokenizer, data_args, num_proc=None, load_from_cache=True, sources=None):
     """Tokenize every split; returns the tokenized splits (with a `length` column) and TokenStats per split.
     `sources` (split -> data.Source) lets messages name the file and line of a row."""
+    from datasets import DatasetDict
+
     specials = tokenizer.num_special_tokens_to_add(pair=bool(data_args.text_pair_column))
     tokenized, stats = {}, {}
     for split, ds in splits.items():

@@ -21,8 +21,9 @@ import torch
 from datasets import Dataset, DatasetDict, Features, List, Value
 from transformers import set_seed
 
-from bertcls.config.arguments import ClassificationTrainingArguments, DataArguments
+from bertcls.config.arguments import DataArguments
 from bertcls.config.recipes import given_fields, parse_args, recipe_of
+from bertcls.config.training_arguments import ClassificationTrainingArguments
 from bertcls.data.loading import check_columns, load_task_data, read_file, standardize
 from bertcls.data.tokenization import check_settings, encode_windows, tokenize_splits
 from bertcls.distill.args import DistillArguments, check_arguments

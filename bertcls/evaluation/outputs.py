@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from bertcls.errors import UserError
 from bertcls.evaluation import analysis, plots
@@ -115,6 +114,9 @@ def clear_output_dir(args) -> None:
 def last_complete_checkpoint(out: str) -> str | None:
     """The newest checkpoint-N holding trainer_state.json, which the Trainer writes last: a run killed while
     saving leaves a newer, incomplete folder that must not be resumed from."""
+    # Imported here: transformers.trainer_utils imports torch, which predict on an export folder never needs.
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
     steps = []
     for path in glob.glob(os.path.join(out, f"{PREFIX_CHECKPOINT_DIR}-*")):
         suffix = path.rsplit("-", 1)[-1]

@@ -17,11 +17,9 @@ import torch
 from torch.nn import functional as F
 
 from bertcls.errors import UserError
+from bertcls.model.runtime import MULTI_LABEL, REGRESSION
 
 logger = logging.getLogger(__name__)
-
-MULTI_LABEL = "multi_label_classification"
-REGRESSION = "regression"  # transformers' problem_type of a one-output model trained with MSE
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:

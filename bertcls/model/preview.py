@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datasets import DatasetDict
 from transformers import DataCollatorWithPadding
 
-from bertcls.config.recipes import DATACLASSES, parse_args
+from bertcls.config.recipes import parse_args, run_dataclasses
 from bertcls.data.loading import load_task_data
 from bertcls.data.tokenization import check_settings, tokenize_splits
 from bertcls.errors import UserError, exit_on_user_error
@@ -70,7 +70,7 @@ def show_stats(split: str, stats, max_seq_length: int) -> str:
 @exit_on_user_error
 def main(argv=None) -> str:
     model_args, data_args, training_args, preview_args = parse_args(
-        argv, dataclass_types=(*DATACLASSES, PreviewArguments)
+        argv, dataclass_types=(*run_dataclasses(), PreviewArguments)
     )
     setup_logging()
     config = load_config(model_args)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from bertcls.config.arguments import HubArguments, check_world, fit_to_launch
+from bertcls.config.arguments import HubArguments
+from bertcls.config.training_arguments import check_world, fit_to_launch
 from bertcls.errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -25,13 +25,13 @@ from bertcls.errors import UserError, exit_on_user_error
 from bertcls.evaluation.outputs import predictions_frame
 from bertcls.files import atomic_path
 from bertcls.logs import setup_logging
-from bertcls.model.classifier import (
+from bertcls.model.runtime import (
     AUTO,
     BACKEND_CHOICES,
     PREPROCESSING_KEYS,
-    TrainedClassifier,
+    Classifier,
     gold_scores,
-    pick_fastest,
+    load_classifier,
 )
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ RANGES = {"batch_size": (1, None, True, True), "head_tokens": (0, None, True, Tr
 OUTPUT_FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
-def data_arguments(args: PredictArguments, classifier: TrainedClassifier) -> DataArguments:
+def data_arguments(args: PredictArguments, classifier: Classifier) -> DataArguments:
     """Settings given on the command line first, then what the model was trained with, then the defaults."""
     given = {name: getattr(args, name) for name in PREPROCESSING_KEYS if getattr(args, name, None) is not None}
     base = dataclasses.replace(DataArguments(), column_names=args.column_names, encoding=args.encoding)
@@ -178,7 +178,7 @@ def main(argv=None):
     (args,) = parse_args(argv, (PredictArguments,))
     check_ranges(args, RANGES)
     backend = None if args.backend == AUTO else args.backend
-    classifier = TrainedClassifier.load(args.model_name_or_path, device=args.device, backend=backend)
+    classifier = load_classifier(args.model_name_or_path, device=args.device, backend=backend)
     check_output_file(args)
     data_args = data_arguments(args, classifier)
 
@@ -191,7 +191,9 @@ def main(argv=None):
     probs = np.zeros((len(raw), len(labels)))
     if kept:
         rows, _ = standardize(raw.select(kept) if blank else raw, source, data_args, labels=None, split="test")
-        if args.backend == AUTO:
+        if args.backend == AUTO and classifier.backend.name != "onnx":  # an export folder stays on ONNX Runtime
+            from bertcls.model.classifier import pick_fastest
+
             sample = rows.select(range(min(64, len(rows))))
             pairs = sample["text_pair"] if "text_pair" in sample.column_names else None
             classifier, _ = pick_fastest(classifier, sample["text"], pairs, data_args)

@@ -14,7 +14,7 @@
     GET  /ready    -> 200 once the model is loaded and one warm-up forward pass has run, else 503
     GET  /docs     -> the OpenAPI page, with the request and response schemas
 
-Inputs are built exactly as in training (TrainedClassifier.encode_texts: the stored max_seq_length, truncation,
+Inputs are built exactly as in training (Classifier.encode_texts: the stored max_seq_length, truncation,
 head_tail and sliding windows). Every text is checked and tokenized on its own request before it is batched, so
 an unencodable text (a lone surrogate a JavaScript client made by slicing an emoji) is a 422 naming that item, and
 its neighbours never see it. Requests that arrive while the model is busy, or within --max_wait_ms of the first,
@@ -48,7 +48,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from bertcls.errors import UserError, exit_on_user_error
-from bertcls.model.classifier import AUTO, BACKEND_CHOICES, TrainedClassifier, pick_fastest
+from bertcls.model.runtime import AUTO, BACKEND_CHOICES, folder_backend, load_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ def inference_answers(logits: np.ndarray, names: list[str], multi_label: bool, t
 
 
 def build_app(classifier, args: ServeArguments):
-    """The FastAPI application serving `classifier` (a TrainedClassifier)."""
+    """The FastAPI application serving `classifier` (runtime.Classifier, or TrainedClassifier on torch)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -662,15 +662,21 @@ def build_app(classifier, args: ServeArguments):
     return app
 
 
+LISTEN_BACKLOG = 2048  # uvicorn's default
+
+
 def listen(host: str, port: int) -> socket.socket:
-    """A bound TCP socket, so a taken port is one clear error and port 0 gets a free port we can print. Made with
-    proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets' connections."""
+    """A bound, listening TCP socket, so a taken port is one clear error and port 0 gets a free port we can print.
+    Made with proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets' connections. Listening from here on,
+    a client that connects as soon as the banner is printed waits in the backlog until the model is warm, instead of
+    being refused."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError as e:
         raise UserError(
             f"cannot listen on {host}:{port}: {e.strerror or e}", fix="pass another --port (0 picks a free one)"
@@ -695,20 +701,25 @@ def setup_server_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     logging.getLogger("bertcls").setLevel(logging.INFO)
-    # Through the libraries' own switches, not TQDM_DISABLE in os.environ: an in-process caller (a test, a
-    # notebook) would hand that variable to every process it starts afterwards.
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
 
 
 def load(args: ServeArguments):
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    """The folder's classifier: an export folder on ONNX Runtime without torch (model/runtime.py: neither torch,
+    transformers' models nor datasets is imported), a run's folder on torch (fp32, bf16, or --backend auto's pick)."""
     backend = None if args.backend == AUTO else args.backend
-    classifier = TrainedClassifier.load(args.model_name_or_path, args.device, backend, args.threads)
+    if (backend or folder_backend(args.model_name_or_path)) == "onnx":
+        return load_classifier(args.model_name_or_path, args.device, "onnx", args.threads)
+    import torch
+    import transformers
+
+    from bertcls.model.classifier import pick_fastest
+
+    # The weights' loading bar, through transformers' own switch: TQDM_DISABLE in os.environ would be handed by an
+    # in-process caller (a test, a notebook) to every process it starts afterwards.
+    transformers.utils.logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    classifier = load_classifier(args.model_name_or_path, args.device, backend, args.threads)
     if args.backend == AUTO:
         texts, pairs = own_rows(classifier)
         classifier, _ = pick_fastest(classifier, texts, pairs)
