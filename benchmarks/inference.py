@@ -37,6 +37,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -61,6 +62,13 @@ def parse(argv=None):
         choices=["fastest", "torch_fp32", "torch_bf16", "onnx_fp32", "onnx_int8", "onnx_int8_unoptimized"],
     )
     parser.add_argument("--accuracy_epochs", type=float, default=2, help="0 skips the accuracy run.")
+    parser.add_argument(
+        "--startup_only",
+        action="store_true",
+        help="Only the weight of each path: bertcls serve's time to its first answer and its RSS, and bertcls "
+        "predict's time and peak RSS on a one-row file, for the torch folder and its int8 export (--repeat rounds, "
+        "interleaved, median).",
+    )
     parser.add_argument("--json", action="store_true")
     return parser.parse_args(argv)
 
@@ -278,7 +286,8 @@ def measure_size(size: str, args, texts: list[str]) -> dict:
 
 
 def startup(folder: str, threads: int, text: str) -> dict:
-    """Seconds from starting bertcls serve to its first answered /predict, and its resident memory then."""
+    """Seconds from starting bertcls serve to its first answered /predict, its resident memory then, and whether
+    the process has torch's library mapped (an export folder runs without it)."""
     import httpx
     import psutil
 
@@ -289,10 +298,69 @@ def startup(folder: str, threads: int, text: str) -> dict:
             http.post("/predict", json={"texts": [text]}).raise_for_status()
         seconds = time.perf_counter() - start
         rss = psutil.Process(process.pid).memory_info().rss / 2**20
+        with open(f"/proc/{process.pid}/maps") as f:
+            torch_loaded = "libtorch" in f.read()
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return {"seconds_to_first_prediction": round(seconds, 2), "rss_mb": round(rss, 1)}
+    return {"seconds_to_first_prediction": round(seconds, 2), "rss_mb": round(rss, 1), "torch_loaded": torch_loaded}
+
+
+def predict_one_row(folder: str, threads: int, row_file: str) -> dict:
+    """Seconds and peak RSS of `bertcls predict` on a one-row file: what a batch job pays before its first answer.
+    The RSS is sampled every 10 ms (the child's own ru_maxrss would start from this large benchmark process's, which
+    it was forked from)."""
+    import psutil
+
+    out = os.path.join(os.path.dirname(row_file), "predictions.csv")
+    command = [sys.executable, "-m", "bertcls", "predict", "--model_name_or_path", folder, "--input_file", row_file]
+    command += ["--output_file", out]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": REPO, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watched, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.01)
+    seconds = time.perf_counter() - start
+    if process.wait() != 0:
+        raise RuntimeError(f"bertcls predict failed on {folder} (exit {process.returncode})")
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 2**20, 1)}
+
+
+def weight(size: str, args, texts: list[str]) -> dict:
+    """The torch folder against its int8 export: serve's startup and predict's one-row run, interleaved rounds."""
+    run = fine_tuned_folder(size, args.max_seq_length, args.threads)
+    check = os.path.join(CHNSENTICORP, "test.tsv")
+    export = export_folder(run, "onnx-int8", ["--optimize", "--quantize", "int8"], args.threads, check, 16)
+    forms = {"torch_fp32": run, "onnx_int8": export["folder"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        row_file = os.path.join(tmp, "one.tsv")
+        with open(row_file, "w", encoding="utf-8") as f:
+            f.write(f"text_a\n{texts[0]}\n")
+        rounds = {name: {"serve": [], "predict": []} for name in forms}
+        for _ in range(args.repeat):
+            for name, folder in forms.items():
+                rounds[name]["serve"].append(startup(folder, args.threads, texts[0]))
+                rounds[name]["predict"].append(predict_one_row(folder, args.threads, row_file))
+    result = {}
+    for name, measured in rounds.items():
+        serve_s = [m["seconds_to_first_prediction"] for m in measured["serve"]]
+        predict_s = [m["seconds"] for m in measured["predict"]]
+        result[name] = {
+            "serve_seconds_to_first_prediction": statistics.median(serve_s),
+            "serve_range": [min(serve_s), max(serve_s)],
+            "serve_rss_mb": statistics.median([m["rss_mb"] for m in measured["serve"]]),
+            "serve_torch_loaded": measured["serve"][0]["torch_loaded"],
+            "predict_one_row_seconds": statistics.median(predict_s),
+            "predict_range": [min(predict_s), max(predict_s)],
+            "predict_peak_rss_mb": statistics.median([m["peak_rss_mb"] for m in measured["predict"]]),
+        }
+    print(f"  weight {size}: {result}", file=sys.stderr, flush=True)
+    return result
 
 
 def _size_mb(folder: str) -> float:
@@ -355,6 +423,11 @@ def main(argv=None):
     result["settings"] = {k: v for k, v in vars(args).items() if k != "json"}
     # Progress, logs and the tools' own summaries go to stderr: with --json, stdout holds the one JSON object.
     with contextlib.redirect_stdout(sys.stderr):
+        if args.startup_only:
+            result["weight"] = {size: weight(size, args, texts) for size in args.sizes}
+            result["load_after"] = load_average()
+            print(json.dumps(result, indent=2, ensure_ascii=False), file=sys.__stdout__)
+            return result
         for size in args.sizes:
             result["sizes"][size] = measure_size(size, args, texts)
         if args.accuracy_epochs:
