@@ -328,7 +328,7 @@ class Classifier:
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return probabilities(logits, self.labels.multi_label)
 
-    # -- a datasets split (predict, evaluation): rows.map with the same encoders ----------------------------------
+    # -- the settings inputs are built with -----------------------------------------------------------------------
 
     def data_args(self, base=None, given=()):
         """How to build inputs: the settings named in `given` as `base` has them (the user's flags), the others
@@ -354,7 +354,7 @@ class Classifier:
         check_settings(data_args, self.config, self.tokenizer, self.path)
         return data_args
 
-    # -- inputs, built as in training ---------------------------------------------------------------------------
+    # -- a datasets split (predict, evaluation): rows.map with the same encoders ----------------------------------
 
     def encode(self, rows, data_args, source=None):
         """Model inputs for a standardized split (text / text_pair columns): one row per text, or one per window
