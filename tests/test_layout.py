@@ -90,3 +90,22 @@ def test_old_module_form_of_pretrain_still_runs(old, new):
     assert before.returncode == after.returncode == 0
     assert "--whole_word_mask" in before.stdout
     assert before.stdout.split("options:")[1] == after.stdout.split("options:")[1]
+
+
+def _commands():
+    from bertcls.cli import COMMANDS
+
+    return sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("name", _commands())
+def test_every_command_prints_its_help(name, capsys):
+    """`bertcls NAME --help` exits 0 and lists the tool's flags (argparse formats every help text with %: a bare
+    percent sign in one of them made --help a traceback)."""
+    from bertcls.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([name, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ") and "--help" in out and out.count("\n  --") >= 2

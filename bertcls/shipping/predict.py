@@ -100,7 +100,7 @@ class PredictArguments:
         metadata={
             "help": "torch or torch_bf16 (bf16 autocast) on a run's folder, onnx on a folder written by bertcls "
             "export, or auto: on a run's folder the faster of torch and torch_bf16 on the first 64 rows of "
-            "--input_file, bf16 only where it chooses fp32's label on 99% of them (logged with the figures). "
+            "--input_file, bf16 only where it chooses fp32's label on 99%% of them (logged with the figures). "
             "Default: the one the folder holds weights for.",
             "choices": list(BACKEND_CHOICES),
         },

@@ -65,7 +65,7 @@ class ServeArguments:
         metadata={
             "help": "torch, torch_bf16 (bf16 autocast: fastest on CPUs with AVX512-BF16 or AMX), onnx, or auto: on a "
             "run's folder the faster of torch and torch_bf16 on the run's own test rows, bf16 only where it chooses "
-            "fp32's label on 99% of them (logged with the figures). Default: the one the folder holds weights for.",
+            "fp32's label on 99%% of them (logged with the figures). Default: the one the folder holds weights for.",
             "choices": list(BACKEND_CHOICES),
         },
     )
