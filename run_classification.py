@@ -20,7 +20,8 @@ from bertcls.data.loading import load_task_data
 from bertcls.data.tokenization import check_settings, encode_windows, tokenize_splits
 from bertcls.errors import exit_on_user_error
 from bertcls.evaluation import outputs, thresholds
-from bertcls.evaluation.metrics import ComputeMetrics, Decision, load_extra_metrics, metric_names
+from bertcls.evaluation.decision import Decision
+from bertcls.evaluation.metrics import ComputeMetrics, load_extra_metrics, metric_names
 from bertcls.logs import setup_logging
 from bertcls.model.checkpoints import check_vocabulary, load_config, load_tokenizer
 from bertcls.model.classifier import TrainedClassifier, remember_preprocessing

@@ -209,7 +209,8 @@ def measure_size(size: str, args, texts: list[str]) -> dict:
     import torch
 
     from bertcls.data.loading import read_file, standardize
-    from bertcls.model.classifier import TrainedClassifier, cpu_has_bf16
+    from bertcls.model.classifier import TrainedClassifier
+    from bertcls.model.runtime import cpu_has_bf16
 
     torch.set_num_threads(args.threads)
     run = fine_tuned_folder(size, args.max_seq_length, args.threads)

@@ -6,7 +6,7 @@ import numpy as np
 from bertcls.config.recipes import parse_args
 from bertcls.data.loading import load_task_data
 from bertcls.evaluation import analysis
-from bertcls.evaluation.metrics import Decision
+from bertcls.evaluation.decision import Decision
 from bertcls.evaluation.outputs import split_report
 
 

@@ -16,8 +16,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bertcls.errors import UserError
-from bertcls.model.classifier import EXPORT_KEY, TrainedClassifier, cpu_has_bf16, load_trained_model
+from bertcls.model.classifier import TrainedClassifier, load_trained_model
 from bertcls.model.heads import HEAD_KEY
+from bertcls.model.runtime import EXPORT_KEY, cpu_has_bf16
 from bertcls.shipping import export, predict
 
 from .shipping import CHECK_ROWS, exported, fine_tuned

@@ -491,7 +491,7 @@ def test_a_json_file_of_reference_key_names_is_the_only_argument(tiny_model, tmp
 
 def test_a_test_files_own_prediction_columns_are_kept():
     from bertcls.data.labels import LabelSpace
-    from bertcls.evaluation.metrics import Decision
+    from bertcls.evaluation.decision import Decision
     from bertcls.evaluation.outputs import predictions_frame
 
     rows = pd.DataFrame({"text": ["好", "差"], "prediction": ["x", "y"], "score": [9, 8]})
@@ -502,7 +502,8 @@ def test_a_test_files_own_prediction_columns_are_kept():
 
 
 def test_the_best_regression_checkpoint_has_the_lowest_mse():
-    from bertcls.evaluation.metrics import ComputeMetrics, Decision
+    from bertcls.evaluation.decision import Decision
+    from bertcls.evaluation.metrics import ComputeMetrics
     from bertcls.training.trainer import check_metric_for_best_model
 
     training = parse("--load_best_model_at_end")[2]

@@ -101,7 +101,7 @@ def test_reported_metrics_equal_sklearn_on_the_written_predictions(tiny_model, t
 
 def test_per_label_thresholds_are_each_labels_best_for_macro_f1():
     from bertcls.evaluation import thresholds
-    from bertcls.evaluation.metrics import Decision
+    from bertcls.evaluation.decision import Decision
 
     rng = np.random.default_rng(0)
     gold = rng.random((300, 3)) < [0.5, 0.2, 0.05]

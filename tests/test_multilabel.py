@@ -13,7 +13,8 @@ from bertcls.config.arguments import DataArguments
 from bertcls.data.labels import LabelSpace, label_list
 from bertcls.data.loading import load_task_data
 from bertcls.errors import UserError
-from bertcls.evaluation.metrics import ComputeMetrics, Decision, multi_label_metrics
+from bertcls.evaluation.decision import Decision
+from bertcls.evaluation.metrics import ComputeMetrics, multi_label_metrics
 from bertcls.evaluation.outputs import predictions_frame
 from bertcls.shipping import predict
 

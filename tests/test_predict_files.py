@@ -119,7 +119,8 @@ def test_flag_errors_are_one_line(flags, message, run, rows, tmp_path, capsys):
 def test_backend_auto_picks_the_faster_form_within_the_agreement_gate(run, rows, tmp_path, caplog):
     """--backend auto on a run's folder: torch fp32 or torch bf16 autocast (where the CPU has bf16), measured on the
     user's own rows; bf16's agreement is pinned against the two backends' own predictions."""
-    from bertcls.model.classifier import AUTO_MIN_AGREEMENT, TrainedClassifier, cpu_has_bf16, pick_fastest
+    from bertcls.model.classifier import AUTO_MIN_AGREEMENT, TrainedClassifier, pick_fastest
+    from bertcls.model.runtime import cpu_has_bf16
     from bertcls.shipping import serve
 
     _, frame = rows

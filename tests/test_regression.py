@@ -16,7 +16,8 @@ import run_classification
 from bertcls.data.labels import regression_reason
 from bertcls.data.loading import load_task_data
 from bertcls.errors import UserError
-from bertcls.evaluation.metrics import ComputeMetrics, Decision, probabilities, regression_metrics
+from bertcls.evaluation.decision import Decision, probabilities
+from bertcls.evaluation.metrics import ComputeMetrics, regression_metrics
 from bertcls.model.losses import ClassificationLoss, build_loss
 
 from .conftest import cli, shared

@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from bertcls.evaluation import thresholds
-from bertcls.evaluation.metrics import Decision
+from bertcls.evaluation.decision import Decision
 
 BINARY = Decision(multi_label=False, threshold=None, positive=1)
 

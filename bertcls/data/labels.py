@@ -230,3 +230,12 @@ class LabelSpace:
             chosen,
         )
         return chosen
+
+
+def multi_hot(names, label2id: dict[str, int]) -> list[float]:
+    """1.0 at each known label's id, 0.0 elsewhere (unknown labels are reported by the caller)."""
+    vector = [0.0] * len(label2id)
+    for name in names:
+        if name in label2id:
+            vector[label2id[name]] = 1.0
+    return vector

@@ -18,7 +18,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 
 from bertcls.data import health
-from bertcls.data.labels import LabelSpace, as_number, canonical_label, label_list, regression_reason
+from bertcls.data.labels import LabelSpace, as_number, canonical_label, label_list, multi_hot, regression_reason
 from bertcls.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -419,15 +419,6 @@ def standardize(ds: Dataset, source: Source, data_args, labels: LabelSpace | Non
     converted = converted.rename_column("_row", SOURCE_ROW)
     columns = [c for c in ("text", "text_pair", "label") if c in converted.column_names]
     return converted.select_columns([*columns, SOURCE_ROW]), dropped
-
-
-def multi_hot(names, label2id: dict[str, int]) -> list[float]:
-    """1.0 at each known label's id, 0.0 elsewhere (unknown labels are reported by the caller)."""
-    vector = [0.0] * len(label2id)
-    for name in names:
-        if name in label2id:
-            vector[label2id[name]] = 1.0
-    return vector
 
 
 def _missing(value) -> bool:

@@ -34,7 +34,8 @@ from bertcls.distill.teacher import teacher_logits
 from bertcls.distill.trainer import DistillationTrainer
 from bertcls.errors import UserError, exit_on_user_error
 from bertcls.evaluation import outputs
-from bertcls.evaluation.metrics import ComputeMetrics, Decision
+from bertcls.evaluation.decision import Decision
+from bertcls.evaluation.metrics import ComputeMetrics
 from bertcls.logs import setup_logging
 from bertcls.model.classifier import TrainedClassifier, remember_preprocessing
 from bertcls.model.heads import HEAD_KEY

@@ -16,7 +16,8 @@ import numpy as np
 from datasets import Dataset
 
 from bertcls.model.checkpoints import WEIGHT_FILES
-from bertcls.model.classifier import PREPROCESSING_KEYS, TrainedClassifier
+from bertcls.model.classifier import TrainedClassifier
+from bertcls.model.runtime import PREPROCESSING_KEYS
 
 logger = logging.getLogger(__name__)
 

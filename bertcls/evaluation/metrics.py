@@ -20,7 +20,7 @@ from sklearn.metrics import (
 )
 
 from bertcls.errors import UserError
-from bertcls.evaluation.decision import Decision, probabilities, sigmoid, softmax  # noqa: F401 (re-exported)
+from bertcls.evaluation.decision import Decision, probabilities
 
 logger = logging.getLogger(__name__)
 

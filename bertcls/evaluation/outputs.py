@@ -18,7 +18,8 @@ from sklearn.metrics import f1_score
 
 from bertcls.errors import UserError
 from bertcls.evaluation import analysis, plots
-from bertcls.evaluation.metrics import Decision, confusion, regression_metrics, report_text
+from bertcls.evaluation.decision import Decision
+from bertcls.evaluation.metrics import confusion, regression_metrics, report_text
 from bertcls.files import atomic_path, write_json, write_text
 
 logger = logging.getLogger(__name__)

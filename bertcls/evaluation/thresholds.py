@@ -22,7 +22,8 @@ from dataclasses import replace
 import numpy as np
 
 from bertcls.errors import UserError
-from bertcls.evaluation.metrics import Decision, classification_metrics, multi_label_metrics
+from bertcls.evaluation.decision import Decision
+from bertcls.evaluation.metrics import classification_metrics, multi_label_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -19,21 +19,13 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrai
 from bertcls.errors import UserError
 from bertcls.model.checkpoints import CONFIG_FILE, check_local_folder, from_pretrained, load_tokenizer
 from bertcls.model.heads import HEAD_KEY, EncoderClassifier
-from bertcls.model.runtime import (  # noqa: F401 (AUTO ... ONNX_FILE: imported from here by the tools)
-    AUTO,
-    BACKEND_CHOICES,
+from bertcls.model.runtime import (
     BACKENDS,
-    EXPORT_KEY,
-    MODEL_INPUTS,
-    ONNX_FILE,
     PREPROCESSING_KEY,
     PREPROCESSING_KEYS,
     Classifier,
-    OnnxBackend,
     cpu_has_bf16,
     folder_backend,
-    gold_scores,
-    trained_labels,
 )
 
 logger = logging.getLogger(__name__)

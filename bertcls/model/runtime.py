@@ -17,7 +17,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bertcls.data.labels import LabelSpace, as_number
+from bertcls.config.arguments import DataArguments
+from bertcls.data.labels import LabelSpace, as_number, canonical_label, label_list, multi_hot
 from bertcls.data.tokenization import (
     Encoder,
     WindowEncoder,
@@ -334,10 +335,7 @@ class Classifier:
         """How to build inputs: the settings named in `given` as `base` has them (the user's flags), the others
         as the model was trained (stored in its config), else `base`'s. The length default is capped at the
         model's position limit. Logged where the user's value differs from the trained one; checked."""
-        if base is None:
-            from bertcls.config.arguments import DataArguments
-
-            base = DataArguments()
+        base = base or DataArguments()
         chosen, differs = {}, []
         for key in PREPROCESSING_KEYS:
             if key in given or key not in self.preprocessing:
@@ -383,8 +381,7 @@ class Classifier:
 def gold_scores(gold, predicted: np.ndarray, labels: LabelSpace, positive: int | None = None) -> dict | None:
     """The metrics of `predicted` (class ids, or 0/1 rows for a multi-label model) against gold label values as a
     file holds them, over the rows whose gold labels the model knows (`known` of `rows`); None when there are none."""
-    from bertcls.data.labels import canonical_label, label_list
-    from bertcls.data.loading import multi_hot
+    # Imported here: the metrics import scikit-learn, which serving an export never needs.
     from bertcls.evaluation.metrics import classification_metrics, multi_label_metrics, regression_metrics
 
     if labels.regression:  # gold values as numbers; rows without one (empty, or not a number) are not scored

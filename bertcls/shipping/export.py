@@ -42,16 +42,8 @@ from bertcls.data.loading import check_columns, read_file, standardize
 from bertcls.errors import UserError, exit_on_user_error
 from bertcls.files import umask, write_json
 from bertcls.logs import setup_logging
-from bertcls.model.classifier import (
-    EXPORT_KEY,
-    MODEL_INPUTS,
-    ONNX_FILE,
-    OnnxBackend,
-    TorchBackend,
-    TrainedClassifier,
-    cpu_has_bf16,
-    gold_scores,
-)
+from bertcls.model.classifier import TorchBackend, TrainedClassifier
+from bertcls.model.runtime import EXPORT_KEY, MODEL_INPUTS, ONNX_FILE, OnnxBackend, cpu_has_bf16, gold_scores
 
 logger = logging.getLogger(__name__)
 

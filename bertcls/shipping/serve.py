@@ -48,7 +48,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from bertcls.errors import UserError, exit_on_user_error
-from bertcls.model.runtime import AUTO, BACKEND_CHOICES, folder_backend, load_classifier
+from bertcls.model.runtime import AUTO, BACKEND_CHOICES, Classifier, folder_backend
 
 logger = logging.getLogger(__name__)
 
@@ -708,18 +708,18 @@ def load(args: ServeArguments):
     transformers' models nor datasets is imported), a run's folder on torch (fp32, bf16, or --backend auto's pick)."""
     backend = None if args.backend == AUTO else args.backend
     if (backend or folder_backend(args.model_name_or_path)) == "onnx":
-        return load_classifier(args.model_name_or_path, args.device, "onnx", args.threads)
+        return Classifier.load(args.model_name_or_path, args.device, "onnx", args.threads)
     import torch
     import transformers
 
-    from bertcls.model.classifier import pick_fastest
+    from bertcls.model.classifier import TrainedClassifier, pick_fastest
 
     # The weights' loading bar, through transformers' own switch: TQDM_DISABLE in os.environ would be handed by an
     # in-process caller (a test, a notebook) to every process it starts afterwards.
     transformers.utils.logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
-    classifier = load_classifier(args.model_name_or_path, args.device, backend, args.threads)
+    classifier = TrainedClassifier.load(args.model_name_or_path, args.device, backend, args.threads)
     if args.backend == AUTO:
         texts, pairs = own_rows(classifier)
         classifier, _ = pick_fastest(classifier, texts, pairs)

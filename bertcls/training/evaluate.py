@@ -6,7 +6,7 @@ Shared by run_classification.py and bertcls distill, so a fine-tuned and a disti
 import os
 
 from bertcls.evaluation import outputs, thresholds
-from bertcls.evaluation.metrics import probabilities
+from bertcls.evaluation.decision import probabilities
 from bertcls.model.classifier import remember_preprocessing
 from bertcls.training.trainer import predict_split, split_report_rows
 

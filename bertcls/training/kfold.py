@@ -26,7 +26,7 @@ from bertcls.config.recipes import recipe_of
 from bertcls.data.health import row_keys
 from bertcls.errors import UserError
 from bertcls.evaluation import analysis, outputs, thresholds
-from bertcls.evaluation.metrics import probabilities
+from bertcls.evaluation.decision import probabilities
 from bertcls.model.classifier import store_preprocessing
 from bertcls.model.heads import HEAD_KEY, load_model
 from bertcls.training.trainer import build_trainer, predict_split

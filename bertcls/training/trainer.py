@@ -43,11 +43,12 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from bertcls.data.tokenization import aggregate_windows
 from bertcls.errors import UserError
-from bertcls.evaluation.metrics import LOWER_IS_BETTER, probabilities
+from bertcls.evaluation.decision import probabilities
+from bertcls.evaluation.metrics import LOWER_IS_BETTER
 from bertcls.evaluation.outputs import labelled_rows
 from bertcls.files import write_json
-from bertcls.model.classifier import trained_labels
 from bertcls.model.losses import ClassificationLoss, build_loss
+from bertcls.model.runtime import trained_labels
 from bertcls.training.adversarial import FGM
 from bertcls.training.optim import parameter_groups
 
